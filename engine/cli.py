@@ -1,0 +1,69 @@
+"""The `engine` command line.
+
+    engine shard data/train
+    engine features work/shards/train --unfreeze-last 2
+    engine train --unfreeze-last 2
+    engine predict data/test --model work/runs/latest
+
+Each subcommand lives in `engine/commands/<name>.py` and is imported only when it runs, so
+`engine --help` stays instant (torch, DALI and open_clip load in a second or more).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from engine.errors import UserError
+
+# name -> (module under engine.commands, one-line help shown by `engine --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "shard": ("shard", "Pack an image folder into WebDataset shards, repairing broken files."),
+    "features": ("features", "Run the frozen CLIP trunk once and cache its tokens in Zarr."),
+    "train": ("train", "Train head and last blocks from the cache, with screening rounds."),
+    "screen": ("screen", "Run noisy-label screening alone and inspect suspicious samples."),
+    "predict": ("predict", "Predict classes for a test folder, shards or feature store."),
+    "eval": ("evaluate", "Score a prediction CSV against a label CSV."),
+    "bench": ("bench", "Time every stage in images/s next to its plain baseline."),
+    "demo": ("demo", "Run the whole flow on generated sample data."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"engine.commands.{COMMANDS[name][0]}")
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table above, so listing commands imports nothing heavy.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, text) for name, (_, text) in COMMANDS.items()])
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="engine")
+def main(verbose: bool) -> None:
+    """engine: shard, cache, screen and train CLIP ViT-B/32 on noisy web images.
+
+    Typical flow: shard -> train (calls features when the cache is missing) -> predict.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
