@@ -1,0 +1,62 @@
+"""The shard folder's `manifest.json` (schema in docs/architecture.md), written last.
+
+manifest = load_manifest(Path("work/shards/train"))
+manifest["num_samples"], manifest["classes"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from engine.errors import UserError
+
+FORMAT = "engine.shards/1"
+MANIFEST_NAME = "manifest.json"
+REQUIRED_KEYS = ("format", "labeled", "classes", "shard_size", "shards", "num_samples")
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write JSON to a temporary file beside `path`, then rename: readers never see half."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_manifest(shard_dir: Path) -> dict:
+    """Read and check the manifest of a shard folder.
+
+    Raises:
+        UserError: the folder has no manifest (not packed, or packing unfinished), or the
+            manifest is not an engine shard manifest.
+    """
+    path = Path(shard_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(
+            f"no {MANIFEST_NAME} in {shard_dir}: not an engine shard folder, or packing did "
+            "not finish; run `engine shard SRC --out DIR` (it resumes an interrupted run)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(
+            f"{path} is not valid JSON ({err}); rebuild with `engine shard --force`"
+        ) from err
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if manifest.get("format") != FORMAT or missing:
+        raise UserError(
+            f"{path} is not an {FORMAT} manifest (format={manifest.get('format')!r}, "
+            f"missing {missing}); rebuild with `engine shard --force`"
+        )
+    counts = [s["count"] for s in manifest["shards"]]
+    if sum(counts) != manifest["num_samples"] or any(
+        c != manifest["shard_size"] for c in counts[:-1]
+    ):
+        raise UserError(f"{path}: shard counts {counts} do not match num_samples/shard_size")
+    return manifest
