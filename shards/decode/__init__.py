@@ -1,0 +1,116 @@
+"""Decode pipelines: engine shards in, batches of normalised 224x224 views + indices out.
+
+Backends, one interface (`make_loader`):
+    dali-gpu  DALI `mixed` decoder (nvJPEG, hardware JPEG engines), output on the GPU
+    dali-cpu  DALI CPU operators (libjpeg-turbo), for machines without a GPU
+    pil       Pillow in a torch DataLoader, for machines without DALI (e.g. macOS)
+    auto      dali-gpu if CUDA and DALI, else dali-cpu if DALI, else pil
+
+Usage:
+    loader = make_loader("work/shards/train", batch_size=256, views=2)
+    for batch in loader:
+        batch.images  # (V, B, 3, 224, 224) float32
+        batch.index   # (B,) int64 store-order indices
+"""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import UserError
+from shards.decode.batch import Batch
+from shards.decode.preprocess import PREPROCESS
+
+try:  # detected once; tests monkeypatch HAS_DALI to force the Pillow fallback
+    import nvidia.dali  # noqa: F401
+
+    HAS_DALI = True
+except ImportError:
+    HAS_DALI = False
+
+BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
+
+__all__ = ["BACKENDS", "Batch", "HAS_DALI", "PREPROCESS", "make_loader", "resolve_backend"]
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The concrete backend `backend` means on this machine.
+
+    Raises:
+        UserError: unknown backend, or one this machine cannot run.
+    """
+    import torch
+
+    if backend not in BACKENDS:
+        raise UserError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    cuda = torch.cuda.is_available()
+    if backend == "auto":
+        return ("dali-gpu" if cuda else "dali-cpu") if HAS_DALI else "pil"
+    if backend.startswith("dali") and not HAS_DALI:
+        raise UserError(
+            f"decode backend {backend!r} needs NVIDIA DALI, which is not installed; use pil"
+        )
+    if backend == "dali-gpu" and not cuda:
+        raise UserError(
+            "decode backend 'dali-gpu' needs a CUDA GPU and none is visible; use dali-cpu"
+        )
+    return backend
+
+
+def default_workers() -> int:
+    """Decode threads/processes: every core this process may use, at most 16."""
+    return max(
+        1,
+        min(
+            16,
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1,
+        ),
+    )
+
+
+def make_loader(
+    shard_dir,
+    *,
+    backend: str = "auto",
+    batch_size: int = 64,
+    views: int = 1,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    device=None,
+    workers: int | None = None,
+):
+    """An iterable of `Batch` over the samples rank `rank` of `world_size` owns.
+
+    Args:
+        shard_dir: folder written by `engine shard` (tars, DALI indexes, manifest.json).
+        backend: one of `BACKENDS`.
+        batch_size: samples per batch; the last batch is smaller, never padded.
+        views: V; view 0 is the eval view, views 1.. seeded random-resized-crop + flip.
+        seed: seed of the training views.
+        rank, world_size: rank r owns shards s with s % world_size == r.
+        device: where the images end up (dali-gpu: already on the current CUDA device).
+        workers: decode threads (DALI) or DataLoader processes (pil); None = all cores.
+
+    Returns:
+        A loader with `len()` (samples this rank yields), `.backend`, `.output_shape`
+        (V, batch_size, 3, 224, 224) and `.output_dtype` (float32).
+    """
+    from shards.decode.catalog import load_catalog
+
+    if batch_size < 1 or views < 1:
+        raise UserError(f"batch_size ({batch_size}) and views ({views}) must be at least 1")
+    resolved = resolve_backend(backend)
+    catalog = load_catalog(shard_dir, rank=rank, world_size=world_size)
+    workers = default_workers() if workers is None else workers
+    common = {"batch_size": batch_size, "views": views, "seed": seed, "workers": workers}
+    if resolved == "pil":
+        from shards.decode.pil import PilLoader
+
+        return PilLoader(catalog, device=device, **common)
+    from shards.decode.dali import DaliLoader
+
+    dali_device = "gpu" if resolved == "dali-gpu" else "cpu"
+    return DaliLoader(catalog, device=dali_device, out_device=device, **common)
