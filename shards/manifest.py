@@ -36,6 +36,11 @@ def load_manifest(shard_dir: Path) -> dict:
         UserError: the folder has no manifest (not packed, or packing unfinished), or the
             manifest is not an engine shard manifest.
     """
+    if not Path(shard_dir).is_dir():
+        raise UserError(
+            f"not a folder of engine shards: {shard_dir}; pack the images first with "
+            f"`engine shard SRC --out {shard_dir}`"
+        )
     path = Path(shard_dir) / MANIFEST_NAME
     if not path.is_file():
         raise UserError(

@@ -12,15 +12,14 @@ Usage:
 
 from __future__ import annotations
 
-import json
 import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import UserError
+from shards.manifest import load_manifest
 
-MANIFEST_FORMAT = "engine.shards/1"
 JPEG_EXT = "jpg"
 
 
@@ -64,37 +63,12 @@ class Catalog:
         self._fds.clear()
 
 
-def read_manifest(shard_dir: Path) -> dict:
-    """The fields of `manifest.json` the decoders rely on, validated.
-
-    Raises:
-        UserError: the folder is not a folder of engine shards.
-    """
-    shard_dir = Path(shard_dir)
-    hint = f"pack the images with `engine shard SRC --out {shard_dir}`"
-    if not shard_dir.is_dir():
-        raise UserError(f"not a folder of engine shards: {shard_dir}; {hint}")
-    path = shard_dir / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"no manifest.json in {shard_dir}: these are not engine shards; {hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"unreadable manifest {path}: {err}; {hint}") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise UserError(f"{path} is not an {MANIFEST_FORMAT} manifest; {hint}")
-    for name in ("shards", "num_samples", "shard_size"):
-        if name not in manifest:
-            raise UserError(f"{path} lacks the field {name!r}; {hint}")
-    return manifest
-
-
 def load_catalog(shard_dir, *, rank: int = 0, world_size: int = 1) -> Catalog:
     """Catalog of the shards rank `rank` of `world_size` owns (shard s with s % W == r)."""
     if not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
     shard_dir = Path(shard_dir)
-    manifest = read_manifest(shard_dir)
+    manifest = load_manifest(shard_dir)
     shards = sorted(manifest["shards"], key=lambda s: s["name"])
     catalog = Catalog()
     start = 0
