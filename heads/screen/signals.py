@@ -1,0 +1,176 @@
+"""Per-sample evidence that a given label is right, one small function per signal.
+
+    nbr_idx, nbr_sim = nearest_neighbours(embed, k=10)
+    votes = knn_label_votes(nbr_idx, nbr_sim, labels, num_classes=K)      # (N, K)
+    agree = given_label_score(votes, labels)                               # (N,)
+
+Notation (as in cleanlab): N samples, K classes, D embedding width; `labels` (N,) int with
+values in [0, K); `embed` (N, D) L2-normalised float32; probability-like matrices are (N, K)
+with rows summing to 1. NumPy in, NumPy out; options are keyword-only; inputs are validated
+before any work. Every signal is computed without the model being fine-tuned (SRRS: a judge
+that is not the student), except `model_probs`, which rounds >= 1 feed with cross-fitted logits.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _check(embed: np.ndarray | None, labels: np.ndarray, num_classes: int | None = None) -> None:
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    if embed is not None and (embed.ndim != 2 or embed.shape[0] != len(labels)):
+        raise ValueError(f"embed must be (N, D) with N={len(labels)}, got {embed.shape}")
+    if (
+        num_classes is not None
+        and len(labels)
+        and (labels.min() < 0 or labels.max() >= num_classes)
+    ):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
+
+
+def softmax(logits: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
+    """Row softmax of (N, K) logits, float32, numerically stable."""
+    z = np.asarray(logits, np.float32) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def nearest_neighbours(
+    embed: np.ndarray, *, k: int = 10, block: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours by cosine similarity, excluding the sample itself.
+
+    Uses faiss `IndexFlatIP` (exact inner product) when installed, else blocked matrix products
+    in torch (on the GPU when there is one). Returns (N, k) int64 indices and (N, k) float32
+    similarities, most similar first.
+    """
+    embed = np.ascontiguousarray(embed, dtype=np.float32)
+    if embed.ndim != 2 or not 0 < k < len(embed):
+        raise ValueError(f"need (N, D) embed with 0 < k < N; got {embed.shape} and k={k}")
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(embed.shape[1])
+        index.add(embed)
+        sim, idx = index.search(embed, k + 1)
+    else:
+        sim, idx = _torch_knn(embed, k + 1, block)
+    return _drop_self(idx.astype(np.int64), sim.astype(np.float32), k)
+
+
+def _torch_knn(embed: np.ndarray, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    base = torch.from_numpy(embed).to(device)  # (N, D)
+    sims, idxs = [], []
+    for start in range(0, len(base), block):
+        s, i = (base[start : start + block] @ base.T).topk(k, dim=1)  # (B, k)
+        sims.append(s.cpu().numpy())
+        idxs.append(i.cpu().numpy())
+    return np.concatenate(sims), np.concatenate(idxs)
+
+
+def _drop_self(idx: np.ndarray, sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index (ties with duplicates may put it anywhere), keep k."""
+    rows = np.arange(len(idx))[:, None]
+    is_self = idx == rows
+    # Rows where self was not returned (exact duplicates) lose their last neighbour instead.
+    is_self[~is_self.any(1), -1] = True
+    keep = ~is_self
+    return idx[keep].reshape(len(idx), k), sim[keep].reshape(len(idx), k)
+
+
+def knn_label_votes(
+    nbr_idx: np.ndarray,
+    nbr_sim: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    temperature: float = 0.05,
+) -> np.ndarray:
+    """(N, K) similarity-weighted label distribution of each sample's neighbours.
+
+    Weights `exp(sim / temperature)` let close neighbours dominate (DINO-style kNN); the result
+    doubles as NeaR's neighbour label refinement target.
+    """
+    _check(None, labels, num_classes)
+    if nbr_idx.shape != nbr_sim.shape or len(nbr_idx) != len(labels):
+        raise ValueError(f"neighbour arrays {nbr_idx.shape}, {nbr_sim.shape} must be (N, k)")
+    w = np.exp((nbr_sim - nbr_sim[:, :1]) / temperature)  # (N, k), <= 1, stable
+    votes = np.zeros((len(labels), num_classes), np.float32)
+    rows = np.repeat(np.arange(len(labels)), nbr_idx.shape[1])
+    np.add.at(votes, (rows, labels[nbr_idx].ravel()), w.ravel())
+    return votes / votes.sum(axis=1, keepdims=True)
+
+
+def given_label_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) the column of the given label: agreement of an (N, K) distribution with it."""
+    _check(None, labels, probs.shape[1])
+    return probs[np.arange(len(labels)), labels].astype(np.float32)
+
+
+def robust_prototypes(
+    embed: np.ndarray, labels: np.ndarray, *, num_classes: int, trim: float = 0.3
+) -> np.ndarray:
+    """(K, D) unit class means after dropping each class's `trim` share farthest from its mean.
+
+    A trimmed mean resists the noisy members of a class (they sit far from its mode). A class
+    keeps at least one sample; classes without samples get a zero row.
+    """
+    _check(embed, labels, num_classes)
+    if not 0 <= trim < 1:
+        raise ValueError(f"trim must be in [0, 1), got {trim}")
+    first = _class_means(embed, labels, num_classes, np.ones(len(labels), bool))
+    sim = np.einsum("nd,nd->n", embed, first[labels])  # (N,)
+    keep = np.ones(len(labels), bool)
+    order = np.lexsort((-sim, labels))  # by class, most central first
+    counts = np.bincount(labels, minlength=num_classes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(labels)) - np.repeat(starts, counts)
+    keep[order] = rank < np.maximum(1, np.ceil(counts * (1 - trim)))[labels[order]]
+    return _class_means(embed, labels, num_classes, keep)
+
+
+def _class_means(embed, labels, num_classes, keep) -> np.ndarray:
+    sums = np.zeros((num_classes, embed.shape[1]), np.float64)
+    np.add.at(sums, labels[keep], embed[keep])
+    norm = np.linalg.norm(sums, axis=1, keepdims=True)
+    return (sums / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def prototype_margin(embed: np.ndarray, labels: np.ndarray, protos: np.ndarray) -> np.ndarray:
+    """(N,) cosine to the given class's prototype minus the best other prototype's cosine."""
+    _check(embed, labels, len(protos))
+    sims = embed @ protos.T  # (N, K)
+    own = sims[np.arange(len(labels)), labels]
+    sims[np.arange(len(labels)), labels] = -np.inf
+    return (own - sims.max(axis=1)).astype(np.float32)
+
+
+def zero_shot_probs(embed: np.ndarray, text_embed: np.ndarray, *, temperature: float = 0.01):
+    """(N, K) softmax of cosine to the class text embeddings (CLIP's logit scale is 100)."""
+    if embed.ndim != 2 or text_embed.ndim != 2 or embed.shape[1] != text_embed.shape[1]:
+        raise ValueError(f"embed {embed.shape} and text_embed {text_embed.shape} must share D")
+    return softmax(embed @ text_embed.T, temperature=temperature)
+
+
+def model_probs(logits: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities from cross-fitted, balanced (logit-adjusted) model logits."""
+    return softmax(logits)
+
+
+def cross_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) loss signal -log p(given label); large for samples the model cannot fit."""
+    return -np.log(np.maximum(given_label_score(probs, labels), 1e-12))

@@ -1,0 +1,174 @@
+"""Simulated CLIP-like feature sets with known label noise, for tests and `bench/`.
+
+    data = make_noisy_features(num_classes=200, imbalance=50, noise=0.4, seed=0)
+    data.embed, data.labels, data.true_labels, data.is_noisy, data.test_embed, data.test_labels
+
+Geometry: genus means are random unit vectors; each species mean sits near its genus mean,
+so species of one genus are confusable (as related plants are in CLIP space). A sample is its
+species mean plus isotropic Gaussian noise, L2-normalised like a CLIP embedding.
+
+Noise follows how web folders are scraped: the folder sizes (given labels) follow the long
+tail, and inside every folder a share `noise` of the images is something else: a random other
+class (uniform flip), a sibling species of the same genus (similar flip), or a class outside
+the label set (out-of-set, true label -1). Test set: clean and class-balanced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class NoisySet:
+    """A generated training set with known noise and a clean balanced test set.
+
+    Attributes:
+        embed: (N, D) float32 L2-normalised training embeddings.
+        labels: (N,) int64 given (noisy) labels.
+        true_labels: (N,) int64 true class, -1 for out-of-set samples.
+        is_noisy: (N,) bool, `labels != true_labels`.
+        noise_kind: (N,) int8, 0 clean, 1 uniform flip, 2 similar flip, 3 out-of-set.
+        test_embed: (M, D) float32 clean test embeddings.
+        test_labels: (M,) int64.
+        text_embed: (K, D) float32 noisy class-name embeddings (zero-shot head), or None.
+        genus: (K,) int64 genus of every class.
+    """
+
+    embed: np.ndarray
+    labels: np.ndarray
+    true_labels: np.ndarray
+    is_noisy: np.ndarray
+    noise_kind: np.ndarray
+    test_embed: np.ndarray
+    test_labels: np.ndarray
+    text_embed: np.ndarray | None
+    genus: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.genus)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def long_tail_counts(num_classes: int, max_per_class: int, imbalance: float) -> np.ndarray:
+    """Exponential profile from `max_per_class` down to `max_per_class / imbalance` (>= 2).
+
+    The class order is shuffled by the caller, so head and tail classes are spread over genera.
+    """
+    if imbalance < 1:
+        raise ValueError(f"imbalance must be >= 1, got {imbalance}")
+    ranks = np.arange(num_classes) / max(num_classes - 1, 1)
+    counts = np.round(max_per_class * imbalance ** (-ranks)).astype(np.int64)
+    return np.maximum(counts, 2)  # a folder of one image cannot hold a noisy sibling
+
+
+def _class_means(rng, num_classes: int, num_genera: int, dim: int, spread: float):
+    genus_means = _unit(rng.standard_normal((num_genera, dim)))
+    genus = rng.integers(0, num_genera, num_classes)
+    genus[:num_genera] = np.arange(min(num_genera, num_classes))  # every genus used
+    offsets = _unit(rng.standard_normal((num_classes, dim)))
+    return _unit(genus_means[genus] + spread * offsets), genus
+
+
+def _draw(rng, means, classes, sigma: float, nuisance: np.ndarray) -> np.ndarray:
+    """Samples: species mean + isotropic noise + a shared low-rank nuisance (pose, background).
+
+    The nuisance directions carry no class information but large variance, as CLIP's dominant
+    directions do; a trained linear probe learns to ignore them, a class-mean classifier cannot.
+    """
+    dim = means.shape[1]
+    noise = rng.standard_normal((len(classes), dim)) * (sigma / np.sqrt(dim))
+    style = rng.standard_normal((len(classes), nuisance.shape[0])) @ nuisance  # (n, D)
+    return _unit(means[classes] + noise + style).astype(np.float32)
+
+
+def _noisy_true_classes(rng, given, kinds, genus, num_classes) -> np.ndarray:
+    """True class of each noisy sample given its folder label and noise kind (1 or 2)."""
+    true = given.copy()
+    for i in np.flatnonzero(kinds > 0):
+        siblings = np.flatnonzero((genus == genus[given[i]]) & (np.arange(num_classes) != given[i]))
+        if kinds[i] == 2 and len(siblings):
+            true[i] = rng.choice(siblings)
+        else:
+            other = rng.integers(0, num_classes - 1)
+            true[i] = other + (other >= given[i])
+    return true
+
+
+def make_noisy_features(
+    *,
+    num_classes: int = 200,
+    dim: int = 128,
+    imbalance: float = 10.0,
+    max_per_class: int = 100,
+    noise: float = 0.4,
+    noise_mix: tuple[float, float, float] = (0.4, 0.4, 0.2),
+    species_per_genus: int = 5,
+    spread: float = 0.7,
+    sigma: float = 1.8,
+    nuisance: float = 1.2,
+    test_per_class: int = 20,
+    text_noise: float = 0.8,
+    seed: int = 0,
+) -> NoisySet:
+    """Generate a noisy long-tailed training set and a clean balanced test set.
+
+    Args:
+        num_classes: K, classes in the label set.
+        dim: D, embedding width (512 like CLIP; smaller is faster and as informative here).
+        imbalance: largest / smallest folder size (1 = balanced).
+        max_per_class: size of the largest folder.
+        noise: share of every folder whose image belongs elsewhere (0 to < 1).
+        noise_mix: shares of uniform flips, similar (same-genus) flips and out-of-set samples.
+        species_per_genus: mean number of classes per genus (how crowded neighbourhoods are).
+        spread: distance of a species mean from its genus mean (smaller = more confusable).
+        sigma: per-sample noise norm around the species mean (larger = harder).
+        nuisance: norm of the shared class-free variation (rank D / 16).
+        test_per_class: clean test images per class.
+        text_noise: noise norm of the simulated class-name text embeddings.
+        seed: everything is a function of it.
+    """
+    if not 0 <= noise < 1:
+        raise ValueError(f"noise must be in [0, 1), got {noise}")
+    mix = np.asarray(noise_mix, dtype=np.float64)
+    if mix.shape != (3,) or mix.min() < 0 or mix.sum() <= 0:
+        raise ValueError(f"noise_mix must be 3 non-negative shares, got {noise_mix}")
+    rng = np.random.default_rng(seed)
+    num_genera = max(1, num_classes // species_per_genus)
+    num_outside = max(10, num_classes // 5)  # classes that exist but are not in the label set
+    means, genus = _class_means(rng, num_classes + num_outside, num_genera, dim, spread)
+    in_means, genus = means[:num_classes], genus[:num_classes]
+    rank = max(1, dim // 16)
+    style = _unit(rng.standard_normal((rank, dim))) * (nuisance / np.sqrt(rank))  # (rank, D)
+
+    counts = rng.permutation(long_tail_counts(num_classes, max_per_class, imbalance))
+    given = np.repeat(np.arange(num_classes), counts)
+    kinds = np.zeros(len(given), dtype=np.int8)
+    noisy_idx = rng.choice(len(given), size=int(round(noise * len(given))), replace=False)
+    kinds[noisy_idx] = rng.choice([1, 2, 3], size=len(noisy_idx), p=mix / mix.sum())
+
+    true = _noisy_true_classes(rng, given, kinds, genus, num_classes)
+    outside = num_classes + rng.integers(0, num_outside, len(given))
+    source = np.where(kinds == 3, outside, true)
+    embed = _draw(rng, means, source, sigma, style)
+    true[kinds == 3] = -1
+
+    test_labels = np.repeat(np.arange(num_classes), test_per_class)
+    test_embed = _draw(rng, in_means, test_labels, sigma, style)
+    text = _unit(in_means + rng.standard_normal(in_means.shape) * text_noise / np.sqrt(dim))
+    return NoisySet(
+        embed=embed,
+        labels=given.astype(np.int64),
+        true_labels=true.astype(np.int64),
+        is_noisy=given != true,
+        noise_kind=kinds,
+        test_embed=test_embed,
+        test_labels=test_labels.astype(np.int64),
+        text_embed=text.astype(np.float32),
+        genus=genus.astype(np.int64),
+    )

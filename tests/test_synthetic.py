@@ -1,0 +1,33 @@
+"""The simulated noisy feature sets: shapes, exact noise share, determinism."""
+
+import numpy as np
+
+from heads.synthetic import long_tail_counts, make_noisy_features
+
+
+def test_long_tail_counts_span_the_imbalance():
+    counts = long_tail_counts(5, 100, 100.0)
+    assert counts.tolist() == [100, 32, 10, 3, 2]  # 1/100 rounds to 1, floored at 2
+
+
+def test_noise_share_kinds_and_norms():
+    d = make_noisy_features(
+        num_classes=30, dim=16, imbalance=10, max_per_class=40, noise=0.4, seed=3
+    )
+    assert np.isclose(d.is_noisy.mean(), 0.4, atol=1 / len(d.labels))
+    assert ((d.true_labels == -1) == (d.noise_kind == 3)).all()
+    assert (d.is_noisy == (d.noise_kind > 0)).all()
+    same_genus = d.genus[d.labels[d.noise_kind == 2]] == d.genus[d.true_labels[d.noise_kind == 2]]
+    assert same_genus.all()
+    np.testing.assert_allclose(np.linalg.norm(d.embed, axis=1), 1.0, atol=1e-5)
+    assert np.bincount(d.test_labels).tolist() == [20] * 30
+    assert d.text_embed.shape == (30, 16)
+
+
+def test_same_seed_same_data():
+    a = make_noisy_features(num_classes=10, dim=8, seed=1)
+    b = make_noisy_features(num_classes=10, dim=8, seed=1)
+    c = make_noisy_features(num_classes=10, dim=8, seed=2)
+    np.testing.assert_array_equal(a.embed, b.embed)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.embed, c.embed)
