@@ -1,0 +1,73 @@
+"""Per-epoch training checkpoints, so an interrupted `engine train` resumes where it stopped.
+
+    ckpt = Checkpointer(run_dir / "checkpoint", cfg)
+    history, start_epoch = ckpt.resume(head, tail)
+    ...
+    ckpt.save(epoch + 1, head, tail, optimizer, "ft", history)
+
+Exactness: batch order and views depend only on (seed, epoch) and the learning rate only on
+the step, so restoring head, tail and optimizer state reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+
+
+class Checkpointer:
+    """Saves and restores `last.pt` in a folder; every method is a no-op without a folder."""
+
+    def __init__(self, folder, cfg) -> None:
+        self.folder = Path(folder) if folder is not None else None
+        self.cfg = cfg.to_dict()
+        self.state: dict | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.folder is None else self.folder / CHECKPOINT
+
+    def resume(self, head, tail) -> tuple[list[dict], int]:
+        """Load head/tail from the checkpoint; return (history so far, first epoch to run)."""
+        if self.path is None or not self.path.exists():
+            return [], 0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state["config"] != self.cfg:
+            log.warning("checkpoint %s was made with another config; starting over", self.path)
+            return [], 0
+        self.state = state
+        head.load_state_dict(state["head"])
+        if tail is not None and state["tail"] is not None:
+            with torch.no_grad():
+                tail.load_state_dict(state["tail"])
+        log.info("resuming from %s after epoch %d", self.path, state["epoch"])
+        return list(state["history"]), int(state["epoch"])
+
+    def load_optimizer(self, optimizer, phase: str) -> None:
+        """Restore the optimizer of `phase` if the checkpoint was written in that phase."""
+        if self.state is not None and self.state["phase"] == phase:
+            optimizer.load_state_dict(self.state["optimizer"])
+
+    def save(self, epoch: int, head, tail, optimizer, phase: str, history: list[dict]) -> None:
+        if self.path is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "epoch": epoch,
+            "phase": phase,
+            "config": self.cfg,
+            "head": head.state_dict(),
+            "tail": None if tail is None else tail.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": history,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # atomic: a crash mid-write leaves the previous epoch intact

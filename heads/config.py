@@ -1,0 +1,124 @@
+"""Configuration of `engine train` (the trainer in `heads.trainer`).
+
+    cfg = TrainConfig(unfreeze_last=2, seed=0)
+    trained = heads.trainer.fit(store, cfg)
+
+Few knobs on purpose: the tail's weight decay, the learning-rate schedule, the class prior of
+the logit adjustment and the cached-depth handling are derived, not exposed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from engine.errors import UserError
+
+HEAD_KINDS = ("cosine", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run.
+
+    Attributes:
+        unfreeze_last: k, trailing ViT blocks trained (with ln_post and proj); 0 = head only
+            on the stored embeddings. The feature store must have depth >= k.
+        epochs_lp: linear-probe epochs (head only, tail frozen): LP-FT (Kumar et al. 2022)
+            aligns the head before the tail moves, so random-head gradients never distort it.
+        epochs_ft: epochs with the last k blocks unfrozen (ignored when k = 0).
+        batch_size: samples per step.
+        lr_head: AdamW learning rate of the head.
+        lr_tail: AdamW learning rate of the unfrozen blocks (much smaller than the head's).
+        weight_decay: AdamW weight decay of the head; the tail gets L2-SP instead.
+        loss: one of `heads.losses.list_losses()`.
+        tau: logit adjustment strength (Menon et al. 2021): train on logits + tau*log(prior)
+            so the raw logits fit the balanced test set; 0 turns it off. Applies to every loss.
+        gce_q: exponent of the generalized cross-entropy (q -> 0: CE, q = 1: MAE).
+        sce_alpha: CE weight of the symmetric cross-entropy.
+        sce_beta: reverse-CE weight of the symmetric cross-entropy.
+        l2sp: strength of the L2-SP penalty l2sp/2 * ||theta - theta_pretrained||^2 on the tail.
+        wise_alpha: WiSE-FT: final tail = pretrained + alpha * (trained - pretrained);
+            1 keeps the fine-tuned weights, 0 gives back the pretrained ones exactly.
+        head: "cosine" (normalised weights, scaled by 1/temperature) or "linear".
+        temperature: softmax temperature of the cosine head (logit scale 1/temperature).
+        seed: seeds the batch order and the view draws; same seed, same model on the CPU.
+        device: "auto" (CUDA when present), "cpu" or "cuda[:i]".
+        views: cached views used as augmentation (None = all the store holds); view 0 is the
+            eval view, so views=1 trains on exactly what prediction sees.
+    """
+
+    unfreeze_last: int = 0
+    # 10 passes over cached features cost seconds; the head converges well before (LP is convex).
+    epochs_lp: int = 10
+    # A few passes: the tail starts from CLIP and L2-SP + WiSE keep it near; more overfits noise.
+    epochs_ft: int = 5
+    # Large batches keep the GPU busy; 512 still gives ~200 steps/epoch at 100k samples.
+    batch_size: int = 512
+    # AdamW on a prototype-initialised head: 1e-3 moves it in a few epochs without overshoot.
+    lr_head: float = 1e-3
+    # CLIP fine-tuning folklore (WiSE-FT, FLYP): ~1e-5; larger forgets pretrained features.
+    lr_tail: float = 1e-5
+    # Mild: the head is already regularised by its cosine form and prototype init.
+    weight_decay: float = 1e-4
+    # GCE is robust to 20-50% label noise (Zhang & Sabuncu 2018) yet still fits the tail.
+    loss: str = "gce"
+    # tau = 1 is the Bayes-optimal shift for a balanced test set (Menon et al. 2021).
+    tau: float = 1.0
+    # q = 0.5 sits between CE (fits noise) and MAE (underfits many classes).
+    gce_q: float = 0.5
+    # Wang et al. 2019 with many classes: CE carries the learning, RCE the robustness.
+    sce_alpha: float = 1.0
+    sce_beta: float = 1.0
+    # Li et al. 2018 use 1e-2..1e-1 with SGD; with a 1e-5 AdamW step drift is small anyway.
+    l2sp: float = 1e-2
+    # Wortsman et al. 2022: interpolation keeps robustness; 0.8 keeps most of the fit.
+    wise_alpha: float = 0.8
+    # Cosine heads are balanced across classes by construction (no norm grows with count).
+    head: str = "cosine"
+    # Logit scale 20: sharp enough for 1500 classes, soft enough for noisy labels.
+    temperature: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    views: int | None = None
+
+    def __post_init__(self) -> None:
+        from heads.losses import list_losses
+
+        if not 0 <= self.unfreeze_last <= 12:
+            raise UserError(f"unfreeze_last must be in 0..12, got {self.unfreeze_last}")
+        if self.epochs_lp < 0 or self.epochs_ft < 0 or self.epochs_lp + self.epochs_ft < 1:
+            raise UserError(
+                f"epochs must be >= 0 and not both 0, got epochs_lp={self.epochs_lp}, "
+                f"epochs_ft={self.epochs_ft}"
+            )
+        if self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.loss not in list_losses():
+            raise UserError(f"unknown loss {self.loss!r}; choose one of {list_losses()}")
+        if self.head not in HEAD_KINDS:
+            raise UserError(f"unknown head {self.head!r}; choose one of {list(HEAD_KINDS)}")
+        if not 0.0 <= self.wise_alpha <= 1.0:
+            raise UserError(f"wise_alpha must be in [0, 1], got {self.wise_alpha}")
+        if not 0.0 < self.gce_q <= 1.0:
+            raise UserError(f"gce_q must be in (0, 1], got {self.gce_q}")
+        if self.temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {self.temperature}")
+        if self.views is not None and self.views < 1:
+            raise UserError(f"views must be >= 1 or None (all), got {self.views}")
+
+    @property
+    def epochs(self) -> int:
+        """Total epochs: the FT phase exists only when blocks are unfrozen."""
+        return self.epochs_lp + (self.epochs_ft if self.unfreeze_last > 0 else 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        """Build from a dict; unknown keys fail with the valid ones named."""
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - valid)
+        if unknown:
+            raise UserError(f"unknown train config keys {unknown}; valid: {sorted(valid)}")
+        return cls(**d)

@@ -1,0 +1,145 @@
+"""Losses for noisy, long-tailed labels, registered by name; L2-SP and WiSE-FT.
+
+    loss_fn = make_loss("gce", q=0.5)
+    loss = weighted_loss(loss_fn, logits, targets, weights, log_prior, tau=1.0)
+
+Notation: `N` samples, `K` classes. Every loss takes logits (N, K) and soft targets (N, K)
+(rows sum to 1; one-hot for hard labels) and returns the per-sample loss (N,); the weighted
+mean over samples is taken by `weighted_loss`, after the logit adjustment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from engine.errors import UserError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_LOSSES: dict[str, Callable[..., LossFn]] = {}
+
+
+def register_loss(name: str):
+    """Decorator: register a factory `(**options) -> loss_fn` under `name`."""
+
+    def wrap(factory):
+        _LOSSES[name] = factory
+        return factory
+
+    return wrap
+
+
+def list_losses() -> list[str]:
+    return sorted(_LOSSES)
+
+
+def make_loss(name: str, **options) -> LossFn:
+    """Build the loss `name`; options a loss does not use are ignored."""
+    if name not in _LOSSES:
+        raise UserError(f"unknown loss {name!r}; choose one of {list_losses()}")
+    return _LOSSES[name](**options)
+
+
+def loss_from_config(cfg) -> LossFn:
+    return make_loss(
+        cfg.loss, q=cfg.gce_q, alpha=cfg.sce_alpha, beta=cfg.sce_beta
+    )  # unused options are dropped by each factory
+
+
+@register_loss("ce")
+def _ce(**_) -> LossFn:
+    """Cross-entropy with soft targets: -sum_k t_k log p_k."""
+
+    def ce(logits, targets):
+        return -(targets * F.log_softmax(logits, dim=-1)).sum(-1)  # (N,)
+
+    return ce
+
+
+@register_loss("gce")
+def _gce(q: float = 0.5, **_) -> LossFn:
+    """Generalized cross-entropy (Zhang & Sabuncu 2018): sum_k t_k (1 - p_k^q) / q."""
+
+    def gce(logits, targets):
+        p = F.softmax(logits.float(), dim=-1)  # (N, K)
+        return (targets * (1.0 - p.clamp_min(1e-12) ** q)).sum(-1) / q
+
+    return gce
+
+
+@register_loss("sce")
+def _sce(alpha: float = 1.0, beta: float = 1.0, **_) -> LossFn:
+    """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta reverse CE.
+
+    Reverse CE = -sum_k p_k log t_k, with log 0 clamped to log(1e-4) = -9.21 (the paper's
+    A = -4 for its one-hot targets; the clamp keeps soft targets finite).
+    """
+
+    def sce(logits, targets):
+        log_p = F.log_softmax(logits.float(), dim=-1)  # (N, K)
+        ce = -(targets * log_p).sum(-1)
+        rce = -(log_p.exp() * targets.clamp_min(1e-4).log()).sum(-1)
+        return alpha * ce + beta * rce
+
+    return sce
+
+
+def adjust_logits(logits: torch.Tensor, log_prior: torch.Tensor, tau: float) -> torch.Tensor:
+    """Logit adjustment (Menon et al. 2021): logits + tau * log prior, at train time only."""
+    if tau == 0:
+        return logits
+    return logits + tau * log_prior.to(logits.dtype)  # (N, K)
+
+
+def weighted_loss(
+    loss_fn: LossFn,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor,
+    log_prior: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """Weighted mean of the per-sample loss on the adjusted logits; weights need not sum to 1."""
+    per_sample = loss_fn(adjust_logits(logits.float(), log_prior, tau), targets)  # (N,)
+    return (weights * per_sample).sum() / weights.sum().clamp_min(1e-12)
+
+
+def log_class_prior(targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """log of the weighted training class frequencies (K,), smoothed so no class is -inf."""
+    counts = (weights[:, None] * targets).sum(0) + 1.0  # (K,) add-one: empty classes stay finite
+    return (counts / counts.sum()).log()
+
+
+def l2sp_penalty(
+    params: Iterable[torch.Tensor], anchors: Iterable[torch.Tensor], strength: float
+) -> torch.Tensor:
+    """L2-SP (Li et al. 2018): strength / 2 * sum ||theta - theta_0||^2; exactly 0 at init."""
+    total = None
+    for p, p0 in zip(params, anchors, strict=True):
+        term = (p.float() - p0.float()).pow(2).sum()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return 0.5 * strength * total
+
+
+@torch.no_grad()
+def wise_ft(pretrained: dict, finetuned: dict, alpha: float) -> dict:
+    """WiSE-FT (Wortsman et al. 2022): pretrained + alpha * (finetuned - pretrained).
+
+    alpha = 0 and 1 return copies of the end points bit for bit (no arithmetic rounding).
+    """
+    if pretrained.keys() != finetuned.keys():
+        raise ValueError("WiSE-FT needs two state dicts with the same keys")
+    out = {}
+    for name, p0 in pretrained.items():
+        p1 = finetuned[name]
+        if alpha == 0 or not torch.is_floating_point(p0):
+            out[name] = p0.clone()
+        elif alpha == 1:
+            out[name] = p1.clone()
+        else:
+            out[name] = torch.lerp(p0.float(), p1.float(), alpha).to(p0.dtype)
+    return out

@@ -1,0 +1,64 @@
+"""Scores of a prediction file against labels: top-1, balanced accuracy, per-class, head/tail.
+
+    report = evaluate(pred, labels, train_counts=None)
+    report["top1"], report["balanced_accuracy"], report["per_class"], report["groups"]
+
+Groups: classes sorted by training count (or, without one, by their frequency in the labels)
+and cut into thirds: "head" (most frequent third), "medium", "tail". Thirds rather than fixed
+thresholds (ImageNet-LT's 100/20) because datasets here range from 70 to 600 images per class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GROUPS = ("head", "medium", "tail")
+
+
+def class_groups(counts: dict[str, float]) -> dict[str, str]:
+    """class -> head / medium / tail by thirds of the classes sorted by count (ties by name)."""
+    order = sorted(counts, key=lambda c: (-counts[c], c))
+    n = len(order)
+    return {c: GROUPS[min(3 * i // max(n, 1), 2)] for i, c in enumerate(order)}
+
+
+def evaluate(
+    pred: dict[str, str], labels: dict[str, str], train_counts: dict[str, float] | None = None
+) -> dict:
+    """Compare name -> class id maps; names missing from `pred` count as wrong."""
+    names = sorted(labels)
+    truth = np.array([labels[n] for n in names])
+    guess = np.array([pred.get(n, "") for n in names])
+    correct = truth == guess
+    classes = sorted(set(truth))
+    per_class = {c: float(correct[truth == c].mean()) for c in classes}
+    counts = train_counts or {c: float((truth == c).sum()) for c in classes}
+    groups = class_groups({c: counts.get(c, 0.0) for c in classes})
+    group_scores = {}
+    for g in GROUPS:
+        members = [c for c in classes if groups[c] == g]
+        if members:
+            group_scores[g] = {
+                "classes": len(members),
+                "balanced_accuracy": float(np.mean([per_class[c] for c in members])),
+            }
+    return {
+        "samples": len(names),
+        "missing": int(sum(n not in pred for n in names)),
+        "extra": int(sum(n not in labels for n in pred)),
+        "top1": float(correct.mean()) if len(names) else 0.0,
+        "balanced_accuracy": float(np.mean(list(per_class.values()))) if classes else 0.0,
+        "per_class": per_class,
+        "groups": group_scores,
+    }
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"samples {report['samples']}  missing {report['missing']}  extra {report['extra']}",
+        f"top-1             {report['top1']:.4f}",
+        f"balanced accuracy {report['balanced_accuracy']:.4f}",
+    ]
+    for g, s in report["groups"].items():
+        lines.append(f"{g:<7} ({s['classes']} classes) {s['balanced_accuracy']:.4f}")
+    return "\n".join(lines)

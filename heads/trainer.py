@@ -1,0 +1,339 @@
+"""Train head (k = 0) or last k blocks + head (k >= 1) from a feature store, LP then FT.
+
+    trained = fit("work/features/train.zarr", TrainConfig(unfreeze_last=2), clip=model)
+    logits = trained.predict_logits(store)                      # (N, K)
+
+Notation: `N` samples, `K` classes, `D` = 512, `V` cached views, `n` selected samples.
+Phases: LP trains the head on frozen features (the stored embeddings for k = 0, the pretrained
+tail's output on every cached view for k >= 1); FT trains tail + head on cached tokens, one
+random view per sample per epoch as augmentation, with L2-SP, then WiSE-FT interpolation.
+A store deeper than k is advanced once through the frozen blocks in between (a one-off cost
+of (k_store - k) blocks per token, instead of paying it every epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import UserError
+from heads import tensors as T
+from heads.checkpoint import Checkpointer
+from heads.config import TrainConfig
+from heads.data import FeatureData, load_features, one_hot_targets
+from heads.head import class_prototypes, make_head
+from heads.losses import l2sp_penalty, log_class_prior, loss_from_config, weighted_loss, wise_ft
+from heads.tail import VisualTail, prefix_blocks
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedModel:
+    """A trained head, and for k >= 1 the visual tower with the trained tail merged in."""
+
+    head: nn.Module
+    depth: int
+    classes: list[str]
+    cfg: TrainConfig
+    visual: nn.Module | None = None
+    class_counts: list[float] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)
+
+    @torch.no_grad()
+    def predict_logits(self, store, indices=None, batch_size: int = 1024) -> np.ndarray:
+        """(n, K) float32 logits from the store's embeddings (k = 0) or view-0 tokens (k >= 1)."""
+        data = load_features(store)
+        rows = np.arange(data.num_samples) if indices is None else np.asarray(indices)
+        device = next(self.head.parameters()).device
+        self.head.eval()
+        if self.depth == 0:
+            emb = torch.from_numpy(T.read_rows(data.embed, None, rows).astype(np.float32))
+            return self.head(emb.to(device)).cpu().numpy()
+        _check_depth(data, self.depth)
+        tail = VisualTail(self.visual, self.depth).eval()
+        between = prefix_blocks(self.visual, data.depth, self.depth)
+        out = []
+        for lo in range(0, len(rows), batch_size):
+            tok = torch.from_numpy(T.read_rows(data.tokens, 0, rows[lo : lo + batch_size]))
+            x = tok.to(device).float() if device.type == "cpu" else tok.to(device)
+            with T.autocast(device):
+                for block in between:
+                    x = block(x)
+                out.append(self.head(tail(x).float()).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def _check_depth(data: FeatureData, k: int) -> None:
+    if k > data.depth:
+        raise UserError(
+            f"--unfreeze-last {k} needs a feature store of depth >= {k}, this one has depth "
+            f"{data.depth}; rebuild features with `engine features SHARDS --unfreeze-last {k}`"
+        )
+
+
+def _visual_of(clip, data: FeatureData) -> nn.Module:
+    """The vision tower to fine-tune: from `clip` (model or LoadedClip) or the store's weights."""
+    if clip is None:
+        from features.model import load_clip
+
+        weights = data.attrs.get("weights", {}).get("name", "openai")
+        clip = load_clip(weights, "cpu")
+    model = getattr(clip, "model", clip)
+    return getattr(model, "visual", model)
+
+
+def _epoch_order(seed: int, epoch: int, n: int, views: int):
+    """Permutation and view per sample of one epoch: a function of (seed, epoch) only, so a
+    resumed run draws exactly what an uninterrupted one would."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=gen), torch.randint(views, (n,), generator=gen)
+
+
+def _cosine_lr(base: float, step: int, total: int) -> float:
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _make_optimizer(groups, device: torch.device) -> torch.optim.Optimizer:
+    # fused AdamW: one kernel for all parameters on CUDA; the default foreach path elsewhere.
+    return torch.optim.AdamW(groups, fused=device.type == "cuda")
+
+
+@dataclass
+class _Problem:
+    """Everything one epoch needs, on the training device."""
+
+    targets: torch.Tensor  # (n, K)
+    weights: torch.Tensor  # (n,)
+    log_prior: torch.Tensor  # (K,)
+    device: torch.device
+    hard: torch.Tensor | None = None  # (n,) argmax of the targets, for the train accuracy
+
+    def __post_init__(self) -> None:
+        self.hard = self.targets.argmax(1)
+
+
+def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalty=None) -> dict:
+    """One pass over `table` (V, n, ...) in shuffled batches; returns the epoch's metrics."""
+    n = table.shape[1]
+    perm, view_of = _epoch_order(cfg.seed, epoch, n, table.shape[0])
+    loss_fn = loss_from_config(cfg)
+    steps = math.ceil(n / cfg.batch_size)
+    total, correct, start = 0.0, 0, time.perf_counter()
+    for step in range(steps):
+        for group, (base, phase_step, phase_total) in zip(
+            optimizer.param_groups, groups_lr(step), strict=True
+        ):
+            group["lr"] = _cosine_lr(base, phase_step, phase_total)
+        rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x = T.gather_views(table, view_of, rows, problem.device)
+        rows_d = rows.to(problem.device)
+        with T.autocast(problem.device):
+            logits = forward(x.float() if problem.device.type == "cpu" else x)  # (B, K)
+        t, w = problem.targets[rows_d], problem.weights[rows_d]
+        loss = weighted_loss(loss_fn, logits, t, w, problem.log_prior, cfg.tau)
+        if penalty is not None:
+            loss = loss + penalty()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(rows)
+        correct += int((logits.argmax(1) == problem.hard[rows_d]).sum())
+    seconds = time.perf_counter() - start
+    return {
+        "epoch": epoch,
+        "loss": total / n,
+        "train_acc": correct / n,
+        "seconds": seconds,
+        "samples_per_s": n / max(seconds, 1e-9),
+        "lr": [g["lr"] for g in optimizer.param_groups],
+    }
+
+
+def _select(data, targets, weights, indices):
+    num_classes = len(data.classes)
+    if targets is None:
+        targets = one_hot_targets(data.labels, num_classes)
+    if weights is None:
+        weights = np.ones(data.num_samples, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.float32)
+    weights = np.asarray(weights, dtype=np.float32)
+    rows = np.arange(data.num_samples) if indices is None else np.asarray(indices, dtype=np.int64)
+    # Unlabeled rows and dropped samples (weight 0) carry no signal: leave them out.
+    keep = (weights[rows] > 0) & (targets[rows].sum(1) > 0)
+    rows = rows[keep]
+    if len(rows) == 0:
+        raise UserError("no training samples left: every sample is unlabeled or has weight 0")
+    return rows, targets[rows], weights[rows]
+
+
+def fit(
+    store,
+    cfg: TrainConfig,
+    targets=None,
+    weights=None,
+    indices=None,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    *,
+    clip=None,
+    head_init: np.ndarray | None = None,
+    checkpoint_dir=None,
+) -> TrainedModel:
+    """Train on a feature store (path, zarr group or `FeatureData`).
+
+    Args:
+        targets: (N, K) soft targets; default one-hot of the store's labels.
+        weights: (N,) per-sample weights; default 1. Weight-0 and unlabeled rows are skipped.
+        indices: rows of the store to train on (default all).
+        on_epoch: called with (epoch, metrics) after every epoch.
+        clip: open_clip model (or `features.model.LoadedClip`) whose visual tower made the
+            store; for k >= 1 only, default: loaded from the store's `weights` attribute.
+        head_init: (K, D) class directions (e.g. CLIP text embeddings); default prototypes.
+        checkpoint_dir: folder for the per-epoch checkpoint; an existing one is resumed.
+    """
+    data = load_features(store)
+    k = cfg.unfreeze_last
+    _check_depth(data, k)
+    device = T.resolve_device(cfg.device)
+    rows, tgt, wts = _select(data, targets, weights, indices)
+    problem = _Problem(
+        targets=torch.from_numpy(tgt).to(device),
+        weights=torch.from_numpy(wts).to(device),
+        log_prior=log_class_prior(torch.from_numpy(tgt), torch.from_numpy(wts)).to(device),
+        device=device,
+    )
+    embed_rows = T.read_rows(data.embed, None, rows).astype(np.float32)  # (n, D)
+    init = head_init if head_init is not None else class_prototypes(embed_rows, tgt, wts)
+    head = make_head(cfg.head, len(data.classes), embed_rows.shape[1], cfg.temperature)
+    head.reset_classifier(len(data.classes), weight=torch.as_tensor(init))
+    head.to(device).train()
+
+    visual = tail = tokens = None
+    if k > 0:
+        visual = copy.deepcopy(_visual_of(clip, data)).to(device).eval()
+        visual.requires_grad_(False)
+        tail = VisualTail(visual, k)
+        tokens = _tokens_at_depth(data, rows, cfg, visual, device)  # (V, n, L, W)
+    ckpt = Checkpointer(checkpoint_dir, cfg)
+    history = _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
+    return TrainedModel(
+        head=head.eval(),
+        depth=k,
+        classes=list(data.classes),
+        cfg=cfg,
+        visual=visual,
+        class_counts=(tgt * wts[:, None]).sum(0).tolist(),
+        history=history,
+    )
+
+
+def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
+    views = data.num_views if cfg.views is None else min(cfg.views, data.num_views)
+    tokens = T.load_tokens(data.tokens, rows, views, device)  # (V, n, L, W) at store depth
+    between = prefix_blocks(visual, data.depth, cfg.unfreeze_last)
+    if between:
+        log.info("advancing cached tokens through %d frozen blocks", len(between))
+
+        def advance(x):
+            for block in between:
+                x = block(x)
+            return x
+
+        tokens = T.map_chunks(advance, tokens, device, out_dtype=torch.float16)
+    return tokens
+
+
+def _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch) -> list[dict]:
+    device = problem.device
+    # The pretrained tail (L2-SP / WiSE-FT anchor), taken before a checkpoint may overwrite it.
+    anchor = tail.trainable_state() if tail is not None else None
+    history, start = ckpt.resume(head, tail)
+    if start < cfg.epochs_lp:
+        if tail is None:
+            feats = torch.from_numpy(embed_rows)[None].to(device)  # (1, n, D)
+        else:
+            feats = T.map_chunks(tail, tokens, device).to(device)  # (V, n, D) pretrained tail
+        opt = _make_optimizer(
+            [{"params": head.parameters(), "weight_decay": cfg.weight_decay}], device
+        )
+        ckpt.load_optimizer(opt, "lp")
+        steps = math.ceil(feats.shape[1] / cfg.batch_size)
+        total = steps * cfg.epochs_lp
+        for epoch in range(start, cfg.epochs_lp):
+
+            def lrs(step, epoch=epoch):
+                return [(cfg.lr_head, epoch * steps + step, total)]
+
+            metrics = _run_epoch(problem, cfg, epoch, feats, head, opt, lrs)
+            _log_epoch(metrics, "lp", history, on_epoch)
+            ckpt.save(epoch + 1, head, tail, opt, "lp", history)
+        start = cfg.epochs_lp
+    if tail is not None and cfg.epochs_ft > 0:
+        _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, on_epoch)
+        with torch.no_grad():
+            mixed = wise_ft(anchor, tail.trainable_state(), cfg.wise_alpha)
+            tail.load_state_dict(mixed)
+    return history
+
+
+def _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, on_epoch):
+    device = problem.device
+    tail.requires_grad_(True)
+    tail_params = list(tail.parameters())
+    anchors = [anchor[name].to(device) for name, _ in tail.named_parameters()]
+    opt = _make_optimizer(
+        [
+            {"params": head.parameters(), "weight_decay": cfg.weight_decay},
+            # no weight decay on the tail: L2-SP pulls it toward CLIP, not toward zero
+            {"params": tail_params, "weight_decay": 0.0},
+        ],
+        device,
+    )
+    ckpt.load_optimizer(opt, "ft")
+    steps = math.ceil(tokens.shape[1] / cfg.batch_size)
+    total = steps * cfg.epochs_ft
+
+    def forward(x):
+        return head(tail(x))
+
+    def penalty():
+        return l2sp_penalty(tail_params, anchors, cfg.l2sp)
+
+    for epoch in range(max(start, cfg.epochs_lp), cfg.epochs):
+        phase_epoch = epoch - cfg.epochs_lp
+
+        def lrs(step, e=phase_epoch):
+            at = e * steps + step
+            return [(cfg.lr_head, at, total), (cfg.lr_tail, at, total)]
+
+        tail.train()
+        metrics = _run_epoch(
+            problem, cfg, epoch, tokens, forward, opt, lrs, penalty if cfg.l2sp > 0 else None
+        )
+        _log_epoch(metrics, "ft", history, on_epoch)
+        ckpt.save(epoch + 1, head, tail, opt, "ft", history)
+    tail.requires_grad_(False)
+    tail.eval()
+
+
+def _log_epoch(metrics: dict, phase: str, history: list, on_epoch) -> None:
+    metrics["phase"] = phase
+    history.append(metrics)
+    log.info(
+        "epoch %d (%s): loss %.4f, train acc %.3f, %.0f samples/s",
+        metrics["epoch"],
+        phase,
+        metrics["loss"],
+        metrics["train_acc"],
+        metrics["samples_per_s"],
+    )
+    if on_epoch is not None:
+        on_epoch(metrics["epoch"], metrics)
