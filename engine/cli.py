@@ -31,6 +31,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+OUR_PACKAGES = ("engine", "shards", "features", "heads", "bench")
+
+
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when that command is used."""
 
@@ -63,7 +66,11 @@ def main(verbose: bool) -> None:
 
     Typical flow: shard -> train (calls features when the cache is missing) -> predict.
     """
+    # Our packages speak at INFO; libraries (open_clip logs every model build on the root
+    # logger) only at WARNING unless --verbose.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    for package in OUR_PACKAGES:
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -1,0 +1,100 @@
+"""`engine features [SHARDS]`: run the frozen CLIP trunk once and cache its tokens in Zarr.
+
+engine features                                   # work/shards/train -> work/features/train.zarr
+engine features work/shards/test --unfreeze-last 0 --weights /data/ViT-B-32.pt
+torchrun --no-python --nproc-per-node 8 engine features --unfreeze-last 2 --views 4
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+DEFAULT_SHARDS = Path("work") / "shards" / "train"
+# Mirrors features.config / shards.decode; kept literal so `--help` imports nothing heavy.
+BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
+
+
+def default_store(shards: Path) -> Path:
+    """work/features/<split>.zarr, the split being the shard folder's name."""
+    return Path("work") / "features" / f"{Path(shards).resolve().name}.zarr"
+
+
+@click.command(name="features")
+@click.argument("shards", type=click.Path(path_type=Path), default=DEFAULT_SHARDS)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Feature store to write. [default: work/features/<name of SHARDS>.zarr]",
+)
+@click.option(
+    "--unfreeze-last",
+    "depth",
+    type=click.IntRange(0, 12),
+    default=2,
+    show_default=True,
+    help="Blocks the trainer will fine-tune; the cache stores what enters them.",
+)
+@click.option(
+    "--views",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Cached views per image: 0 = eval view, 1.. = random crops.",
+)
+@click.option(
+    "--weights",
+    default="openai",
+    show_default=True,
+    help="'openai' (downloaded and cached by open_clip), a checkpoint path, or 'random'.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="JPEG decoder: DALI on the GPU, DALI on the CPU, or Pillow.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decode threads/processes. [default: all cores, at most 16]",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of views 1..")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the trunk (CUDA).")
+@click.option("--force", is_flag=True, help="Overwrite an existing or partial store.")
+def command(
+    shards, out, depth, views, weights, batch_size, backend, workers, seed, device, compile_, force
+) -> None:
+    """Decode SHARDS, run the frozen trunk of CLIP ViT-B/32 and write the feature store.
+
+    An interrupted run resumes from its last finished chunk when run again. Under
+    `torchrun --nproc-per-node N` every rank takes its share of the shards.
+    """
+    from features.config import FeatureConfig
+    from features.extract import extract
+
+    cfg = FeatureConfig(
+        depth=depth,
+        views=views,
+        weights=weights,
+        batch_size=batch_size,
+        backend=backend,
+        workers=workers,
+        seed=seed,
+        device=device,
+        compile=compile_,
+        force=force,
+    )
+    out = out if out is not None else default_store(shards)
+    path = extract(shards, out, cfg)
+    if os.environ.get("RANK", "0") == "0":  # one line per job, not per torchrun rank
+        click.echo(f"feature store -> {path} (depth {depth}, {views} view(s), weights {weights})")

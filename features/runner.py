@@ -1,0 +1,77 @@
+"""Run the frozen trunk (and the frozen tail of view 0, for `embed`) on decoded batches.
+
+On CUDA: bf16 autocast (the H100's tensor cores; tokens are stored as fp16, whose 10-bit
+mantissa holds bf16's 7 bits exactly, and whose range holds ViT-B/32's activations), images in
+channels_last for the patch-embedding convolution, optionally `torch.compile`. On the CPU:
+plain fp32, which is what the tests compare with open_clip.
+
+    runner = TrunkRunner(clip.model.visual, depth=2, device=torch.device("cpu"))
+    embed, tokens = runner(batch.images)   # (B, 512) fp16, (V, B, 50, 768) fp16 (NumPy)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from features.split import split_visual
+
+
+class TrunkRunner:
+    """Images -> (normalised embedding of view 0, trunk tokens of every view).
+
+    Args:
+        visual: open_clip `VisionTransformer` (frozen).
+        depth: blocks left to the tail; the tokens are what enters them.
+        device: where to compute.
+        compile: wrap the trunk in `torch.compile` (CUDA only; minutes of warm-up).
+        keep_tokens: return the tokens (False for depth-0 stores, which keep only `embed`).
+    """
+
+    def __init__(
+        self,
+        visual,
+        depth: int,
+        device: torch.device,
+        compile: bool = False,
+        keep_tokens: bool = True,
+    ):
+        visual.to(device).eval().requires_grad_(False)
+        self.trunk, self.tail = split_visual(visual, depth)
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.keep_tokens = keep_tokens
+        self.trunk_fn = self.trunk
+        if self.cuda:
+            self.trunk.conv1.to(memory_format=torch.channels_last)
+            if compile:
+                self.trunk_fn = torch.compile(self.trunk)
+
+    def _autocast(self):
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def compute(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Device tensors: embed (B, 512) fp32 unit rows and tokens (V, B, 50, 768)."""
+        views, batch = images.shape[:2]
+        x = images.to(self.device, non_blocking=True).flatten(0, 1)  # (V*B, 3, 224, 224)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            tokens = self.trunk_fn(x)  # (V*B, 50, 768)
+            features = self.tail(tokens[:batch])  # (B, 512), view 0 only
+        embed = F.normalize(features.float(), dim=-1)  # (B, 512)
+        return embed, tokens.unflatten(0, (views, batch))  # (V, B, 50, 768)
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """Host NumPy fp16: embed (B, 512) and tokens (V, B, 50, 768) or None."""
+        embed, tokens = self.compute(images)
+        embed = embed.half().cpu().numpy()
+        if not self.keep_tokens:
+            return embed, None
+        return embed, tokens.half().cpu().numpy()
