@@ -91,3 +91,71 @@ def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     tmp.replace(path)
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process (Linux /proc; 0 where it is unavailable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakMemory:
+    """Peak memory of one block of work: GPU allocations on CUDA, else sampled RSS.
+
+    `peak_memory_mb()` is the process-wide high-water mark, which only grows; a stage's own
+    peak needs a reset (CUDA) or sampling while it runs (CPU: a thread reads RSS every 20 ms).
+
+        with PeakMemory() as mem:
+            work()
+        mem.peak_mb
+    """
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._cuda = False
+        self._stop = None
+        self._thread = None
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        import torch
+
+        self._cuda = torch.cuda.is_available()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        self.peak_mb = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __exit__(self, *exc) -> None:
+        if self._cuda:
+            import torch
+
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (platform.processor() is often empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -309,7 +309,9 @@ def open_store(
         raise UserError(
             f"{path} holds features of model {attrs.get('model')!r}, not {model!r}; {redo}"
         )
-    if require_complete and not attrs.get("complete", False):
+    # Only our own extractor writes `complete` (False until the end); a store written by
+    # another tool in the DESIGN.md format has no such attribute and is taken as finished.
+    if require_complete and attrs.get("complete", True) is False:
         raise UserError(
             f"{path} is unfinished (extraction was interrupted); run `engine features` again "
             "to resume it"

@@ -60,21 +60,6 @@ def _read_strings(arr) -> list[str]:
     return [str(s) for s in np.asarray(arr[:]).tolist()]
 
 
-def _open_group(path: Path):
-    import zarr
-
-    if not path.exists():
-        raise UserError(
-            f"feature store not found: {path}; build it with `engine features SHARDS --out {path}`"
-        )
-    try:
-        return zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(
-            f"not a feature store: {path} ({err}); rebuild with `engine features`"
-        ) from err
-
-
 def load_features(store) -> FeatureData:
     """A `FeatureData` from a store path, a zarr group, an object with `.group`, or itself.
 
@@ -84,7 +69,9 @@ def load_features(store) -> FeatureData:
         return store
     group = store
     if isinstance(store, str | Path):
-        group = _open_group(Path(store))
+        from features.store import open_store  # the one validator: format, model, complete
+
+        group = open_store(Path(store)).group
     elif hasattr(store, "group"):
         group = store.group
     attrs = dict(group.attrs)

@@ -1,0 +1,100 @@
+"""Speed of one screening round (`heads.screen`) next to cleanlab on the same features.
+
+    python -m bench.screen_speed --classes 200 --max-per-class 100
+
+Input: `heads.synthetic.make_noisy_features` (CLIP-like unit vectors, 512 wide, long tail,
+40% noise). Engine: `run_screening` with `rounds=0`, i.e. round 0: kNN votes, trimmed
+prototypes, zero-shot agreement and the 5-fold out-of-fold probe, then the partition.
+Baseline: what a user would run with cleanlab: out-of-fold probabilities from the same
+5-fold probe, then `cleanlab.filter.find_label_issues`; without cleanlab installed, the bare
+5-fold probe (plain cross-entropy, no screening). Rates are samples per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+
+from bench.common import rate, time_call
+
+log = logging.getLogger(__name__)
+
+
+def _inputs(num_classes: int, max_per_class: int, dim: int, seed: int):
+    from heads.screen import ScreenInputs
+    from heads.synthetic import make_noisy_features
+
+    data = make_noisy_features(
+        num_classes=num_classes, dim=dim, max_per_class=max_per_class, noise=0.4, seed=seed
+    )
+    return ScreenInputs(
+        data.embed, data.labels, num_classes=num_classes, text_embed=data.text_embed
+    )
+
+
+def _baseline(inputs):
+    """(name, fn): 5-fold probe probabilities + cleanlab, or the probe alone."""
+    from heads.screen import ScreenConfig
+    from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
+
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:  # cleanlab is a dev dependency: fall back to the plain probe
+        find_label_issues = None
+    y, k = inputs.labels, inputs.num_classes
+    train_fn = probe_train_fn(inputs.embed, ScreenConfig().probe)
+
+    def fn():
+        logits = cross_fit_logits(
+            train_fn, y, one_hot(y, k), np.ones(len(y), np.float32), folds=5, seed=0
+        )
+        if find_label_issues is not None:
+            z = logits - logits.max(axis=1, keepdims=True)
+            probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)  # (N, K)
+            find_label_issues(y, probs)
+
+    name = "5-fold probe + cleanlab" if find_label_issues else "5-fold probe, plain CE"
+    return name, fn
+
+
+def run(
+    num_classes: int = 100,
+    max_per_class: int = 40,
+    dim: int = 512,
+    repeats: int = 3,
+    seed: int = 0,
+) -> list[dict]:
+    """One row: screening round 0 samples/s, and the baseline's, on the same features."""
+    from heads.screen import ScreenConfig, run_screening
+
+    inputs = _inputs(num_classes, max_per_class, dim, seed)
+    n = len(inputs.labels)
+    engine_s = time_call(lambda: run_screening(inputs, ScreenConfig(rounds=0)), repeats=repeats)
+    base_name, base_fn = _baseline(inputs)
+    base_s = time_call(base_fn, repeats=repeats)
+    return [
+        {
+            "backend": "heads.screen round 0",
+            "samples": n,
+            "classes": num_classes,
+            "samples_per_s": rate(n, engine_s),
+            "baseline": base_name,
+            "baseline_samples_per_s": rate(n, base_s),
+        }
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--max-per-class", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for row in run(args.classes, args.max_per_class, repeats=args.repeats):
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

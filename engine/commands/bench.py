@@ -1,0 +1,130 @@
+"""`engine bench`: every stage's images/s next to the plain baseline, measured in one run.
+
+    engine bench                                   # all stages on generated data
+    engine bench --stages decode,features --shards work/shards/train
+    engine bench --quick --out work/demo/bench     # the demo's short bench
+
+Prints one table (stage, backend, images/s, baseline, baseline images/s, ratio, peak memory)
+and writes `bench.json` (rows + hardware + settings) and `bench.png` into --out.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from engine.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Kept here, not imported from bench.suite, so `engine bench --help` stays instant.
+STAGE_NAMES = ("shard", "decode", "trunk", "features", "train", "screen", "predict")
+
+
+def parse_stages(text: str) -> list[str]:
+    """'decode, train' -> ['decode', 'train']; unknown names fail with the valid ones."""
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGE_NAMES]
+    if unknown or not names:
+        raise UserError(
+            f"unknown stage(s) {unknown or text!r} in --stages; valid: {','.join(STAGE_NAMES)}"
+        )
+    return names
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA GPU is visible; use --device cpu or auto")
+    return device
+
+
+def _command_line(stages, images, shards, out, quick, device) -> str:
+    """The command that re-makes this run, recorded in bench.json."""
+    parts = ["engine bench"]
+    if stages != ",".join(STAGE_NAMES):
+        parts.append(f"--stages {stages}")
+    if images is not None:
+        parts.append(f"--images {images}")
+    if shards is not None:
+        parts.append(f"--shards {shards}")
+    if quick:
+        parts.append("--quick")
+    if device != "auto":
+        parts.append(f"--device {device}")
+    parts.append(f"--out {out}")
+    return " ".join(parts)
+
+
+@click.command("bench")
+@click.option(
+    "--stages",
+    default=",".join(STAGE_NAMES),
+    show_default=True,
+    help="Comma-separated stages to time.",
+)
+@click.option(
+    "--images",
+    type=click.IntRange(8),
+    default=None,
+    help="Images for the decode-bound stages. [default: 192 on CPU (48 with --quick), 8192 on a GPU]",
+)
+@click.option(
+    "--shards",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Decode your own `engine shard` folder instead of generated images.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("work/bench"),
+    show_default=True,
+    help="Folder for bench.json and bench.png.",
+)
+@click.option("--quick", is_flag=True, help="Small sizes, one timed repeat (~40 s on 2 cores).")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+)
+def command(stages: str, images, shards, out: Path, quick: bool, device: str) -> None:
+    """Time every stage in images/s next to its plain baseline, on this machine."""
+    names = parse_stages(stages)
+    if shards is not None and not (shards / "manifest.json").exists():
+        raise UserError(f"{shards} holds no manifest.json; make shards with `engine shard`")
+    from bench.report import table, write_outputs
+    from bench.suite import BenchSettings, run_suite
+
+    settings = BenchSettings(
+        images=images, quick=quick, device=resolve_device(device), shards=shards
+    )
+    rows = run_suite(names, settings)
+    payload = write_outputs(
+        rows,
+        out,
+        command=_command_line(stages, images, shards, out, quick, device),
+        settings={
+            "stages": names,
+            "images": settings.n_images,
+            "model_images": settings.model_images,
+            "quick": quick,
+            "device": settings.device,
+            "shards": str(shards) if shards else None,
+        },
+    )
+    hw = payload["hardware"]
+    click.echo(
+        f"engine bench on {hw['gpu'] or 'CPU only'} ({hw['cpu_model']}, {hw['cpu_cores']} cores)"
+    )
+    click.echo(table(rows))
+    failed = [r["stage"] for r in rows if (r.get("note") or "").startswith("error")]
+    if failed:
+        click.echo(f"failed stages (see the log above): {', '.join(failed)}", err=True)
+    click.echo(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
