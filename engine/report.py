@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.png"
 # Where screening rounds may live in a run folder (DESIGN.md names `rounds/`).
-ROUND_DIRS = ("rounds", "screen", "screening", ".")
+ROUND_DIRS = ("rounds",)
 # Per-sample screening scores a round folder may hold, best first; weights are the fallback.
 SCORE_FILES = (("p_clean.npy", "clean posterior"), ("combined.npy", "combined score"),
                ("score.npy", "score"), ("weight.npy", "sample weight"))  # fmt: skip

@@ -183,6 +183,9 @@ def run_training(settings: dict, out: Path | None = None) -> Path:
     write_json(run / "metrics.json", {"history": trained.history, "store": str(store)})
     if run.parent.resolve() == runs.resolve():
         point_latest(run)
+    from engine.report import write_report
+
+    click.echo(f"report: {write_report(run)}")
     return run
 
 
@@ -277,7 +280,7 @@ def _screen(settings: dict, data, store: Path, cfg, clip, head_init, run: Path):
 
 
 def _call_screening(run_screening, settings, data, store, cfg, clip, head_init, run):
-    """Rounds 0..R of `heads.screen` with this trainer as the student; saved in run/screen/."""
+    """Rounds 0..R of `heads.screen` with this trainer as the student; saved in run/rounds/."""
     import numpy as np
 
     from heads.screen import ScreenConfig, ScreenInputs
@@ -291,7 +294,7 @@ def _call_screening(run_screening, settings, data, store, cfg, clip, head_init, 
     )
     settings["screen"] = {k: v for k, v in vars(screen_cfg).items() if k not in ("rounds", "seed")}
     train_fn = make_train_fn(data, cfg, clip, head_init)
-    return run_screening(inputs, screen_cfg, train_fn, run / "screen")
+    return run_screening(inputs, screen_cfg, train_fn, run / "rounds")
 
 
 def _store_complete(store: Path) -> bool:
