@@ -11,6 +11,7 @@ the step, so restoring head, tail and optimizer state reproduces the uninterrupt
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -25,9 +26,12 @@ CHECKPOINT = "last.pt"
 class Checkpointer:
     """Saves and restores `last.pt` in a folder; every method is a no-op without a folder."""
 
-    def __init__(self, folder, cfg) -> None:
+    def __init__(self, folder, cfg, inputs: str = "") -> None:
+        """`inputs`: fingerprint of the training rows, targets and weights (screening output
+        changes them without changing the config), so a stale checkpoint is never resumed."""
         self.folder = Path(folder) if folder is not None else None
         self.cfg = cfg.to_dict()
+        self.inputs = inputs
         self.state: dict | None = None
 
     @property
@@ -39,8 +43,12 @@ class Checkpointer:
         if self.path is None or not self.path.exists():
             return [], 0
         state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state["config"] != self.cfg:
-            log.warning("checkpoint %s was made with another config; starting over", self.path)
+        if state["config"] != self.cfg or state.get("inputs", "") != self.inputs:
+            log.warning(
+                "checkpoint %s was made with another config or other targets/weights; "
+                "starting over",
+                self.path,
+            )
             return [], 0
         self.state = state
         head.load_state_dict(state["head"])
@@ -63,6 +71,7 @@ class Checkpointer:
             "epoch": epoch,
             "phase": phase,
             "config": self.cfg,
+            "inputs": self.inputs,
             "head": head.state_dict(),
             "tail": None if tail is None else tail.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -71,3 +80,11 @@ class Checkpointer:
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.path)  # atomic: a crash mid-write leaves the previous epoch intact
+
+
+def fingerprint(*arrays) -> str:
+    """Short sha256 over the bytes of numpy arrays (rows, targets, weights of a fit)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(memoryview(array).cast("B") if array.flags.c_contiguous else array.tobytes())
+    return digest.hexdigest()[:16]

@@ -26,7 +26,7 @@ from torch import nn
 
 from engine.errors import UserError
 from heads import tensors as T
-from heads.checkpoint import Checkpointer
+from heads.checkpoint import Checkpointer, fingerprint
 from heads.config import TrainConfig
 from heads.data import FeatureData, load_features, one_hot_targets
 from heads.head import class_prototypes, make_head
@@ -222,7 +222,7 @@ def fit(
         visual.requires_grad_(False)
         tail = VisualTail(visual, k)
         tokens = _tokens_at_depth(data, rows, cfg, visual, device)  # (V, n, L, W)
-    ckpt = Checkpointer(checkpoint_dir, cfg)
+    ckpt = Checkpointer(checkpoint_dir, cfg, inputs=fingerprint(rows, tgt, wts))
     history = _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
     return TrainedModel(
         head=head.eval(),

@@ -157,6 +157,39 @@ def test_resume_after_interruption_is_identical(tiny, tmp_path):
         assert np.array_equal(resumed.predict_logits(data), reference)
 
 
+def test_checkpoint_of_other_weights_is_not_resumed(tiny, tmp_path):
+    """Screening changes targets/weights, not the config: such a checkpoint must start over."""
+    visual, images, labels = tiny
+    data = features_from_images(visual, images, labels, CLASSES, depth=1, views=1)
+    cfg = _cfg(epochs_lp=2, epochs_ft=1)
+    ckpt = tmp_path / "ckpt"
+    fit(data, cfg, clip=visual, checkpoint_dir=ckpt)
+    weights = np.ones(len(labels), dtype=np.float32)
+    weights[:6] = 0.0
+    seen = []
+    fit(
+        data,
+        cfg,
+        None,
+        weights,
+        clip=visual,
+        checkpoint_dir=ckpt,
+        on_epoch=lambda e, m: seen.append(e),
+    )
+    assert seen == list(range(cfg.epochs))  # every epoch ran again
+    seen.clear()
+    fit(
+        data,
+        cfg,
+        None,
+        weights,
+        clip=visual,
+        checkpoint_dir=ckpt,
+        on_epoch=lambda e, m: seen.append(e),
+    )
+    assert seen == []  # same inputs as the finished run: nothing left to do
+
+
 def test_zarr_store_equals_in_memory(tiny, tmp_path):
     visual, images, labels = tiny
     data = features_from_images(visual, images, labels, CLASSES, depth=2, views=2)
