@@ -99,15 +99,16 @@ class Tail(nn.Module):
         pooled, _ = self._pool(x)  # (B, 768)
         return pooled @ self.proj  # (B, 512)
 
+    def visual_state_dict_key(self, name: str) -> str:
+        """Name of a tail parameter (`blocks.0.ln_1.weight`) in a full CLIP state dict."""
+        if name.startswith("blocks."):
+            index, rest = name[len("blocks.") :].split(".", 1)
+            name = f"transformer.resblocks.{self.first_block + int(index)}.{rest}"
+        return f"visual.{name}"
+
     def visual_state_dict(self) -> dict[str, torch.Tensor]:
         """The tail's weights under their names in a full open_clip CLIP state dict."""
-        out = {}
-        for name, value in self.state_dict().items():
-            if name.startswith("blocks."):
-                index, rest = name[len("blocks.") :].split(".", 1)
-                name = f"transformer.resblocks.{self.first_block + int(index)}.{rest}"
-            out[f"visual.{name}"] = value
-        return out
+        return {self.visual_state_dict_key(n): v for n, v in self.state_dict().items()}
 
 
 def merge_tail(model: nn.Module, tail: Tail) -> None:

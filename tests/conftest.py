@@ -13,3 +13,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """One BLAS thread for a module of ViT forwards: on a 2-core machine shared with other
+    jobs, 2 threads thrash (measured ~10x slower); modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_blas_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -32,13 +32,7 @@ from shards.writer import pack
 SHARD_SIZE = 4  # 10 images -> shards of 4, 4, 2; chunks of 2 rows
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One BLAS thread: 2-core CI machines shared with other jobs thrash at 2."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")

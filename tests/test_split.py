@@ -10,14 +10,7 @@ import torch
 from features.split import advance_tokens, merge_tail, split_visual
 from features.testing import shared_random_clip
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One BLAS thread: 2-core CI machines shared with other jobs thrash at 2 (10x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
