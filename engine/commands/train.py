@@ -23,14 +23,9 @@ log = logging.getLogger(__name__)
 DEFAULT_FEATURES = "work/features/train.zarr"
 DEFAULT_SHARDS = "work/shards/train"
 DEFAULT_RUNS = "work/runs"
-
-
-def _screening_available() -> bool:
-    try:
-        from heads.screen import run_screening  # noqa: F401
-    except ImportError:
-        return False
-    return True
+# Round 0 (frozen signals) + 2 cross-fitted rounds: each round retrains two tails, and rounds
+# stop early anyway once fewer than ~1% of samples change state (ScreenConfig.stop_change).
+DEFAULT_ROUNDS = 2
 
 
 def read_class_names(path: Path) -> dict[str, str]:
@@ -63,7 +58,7 @@ def _merge_settings(ctx: click.Context, options: dict) -> dict:
         ):
             settings[name] = options[name]
     if settings.get("rounds") is None:
-        settings["rounds"] = 2 if _screening_available() else 0
+        settings["rounds"] = DEFAULT_ROUNDS
     return settings
 
 
@@ -93,7 +88,7 @@ def _merge_settings(ctx: click.Context, options: dict) -> dict:
     "--rounds",
     type=click.IntRange(0, 20),
     default=None,
-    help="Screening rounds (0 = none). [default: 2 when screening is installed]",
+    help="Screening rounds after round 0 (0 = no screening). [default: 2]",
 )
 @click.option("--seed", type=int, default=None, help="Seed of batch order and views. [default: 0]")
 @click.option(
@@ -269,10 +264,6 @@ def _screen(settings: dict, data, store: Path, cfg, clip, head_init, run: Path):
     rounds = int(settings.get("rounds") or 0)
     if rounds == 0:
         return None, None
-    if not _screening_available():
-        raise UserError(
-            f"--rounds {rounds} needs heads.screen, which is not installed; use --rounds 0"
-        )
     from heads.screen import run_screening
 
     result = _call_screening(run_screening, settings, data, store, cfg, clip, head_init, run)
