@@ -134,5 +134,5 @@ def test_train_with_screening_rounds(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["rounds"] == 1 and "knn_k" in config["screen"]
-    assert (run / "screen").is_dir() and any((run / "screen").iterdir())
+    assert (run / "rounds").is_dir() and any((run / "rounds").iterdir())
     assert (run / "model.pt").exists()
