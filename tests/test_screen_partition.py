@@ -10,6 +10,8 @@ from heads.screen.partition import (
     OUT_OF_SET,
     RELABELED,
     build_targets,
+    class_percentile_ranks,
+    combine_scores,
     partition,
     relabel_bars,
 )
@@ -62,7 +64,8 @@ def test_relabel_needs_agreement_and_a_stricter_bar_into_head_classes():
     p_clean[:4] = 0.0
     voters = np.stack([consensus.argmax(1)] * 2)
     voters[1, 2] = 1
-    cfg = ScreenConfig(min_keep=1, max_noisy_share=1.0, relabel_bar_tail=0.5, relabel_bar_head=0.7)
+    cfg = ScreenConfig(min_keep=1, max_noisy_share=1.0, relabel_bar_tail=0.5,
+                       relabel_bar_head=0.7, soft_relabel=False)  # fmt: skip
     bars = relabel_bars(np.bincount(labels), cfg)
     np.testing.assert_allclose(bars, [0.7, 0.6, 0.5])
     part = partition(labels, np.linspace(0, 1, n), p_clean, consensus, voters, cfg=cfg)
@@ -82,3 +85,65 @@ def test_ambiguous_get_soft_targets_and_reduced_weight():
     targets, weights = build_targets(labels, part, p_clean, consensus, cfg=cfg)
     np.testing.assert_allclose(targets[0], [0.5 + 0.5 * 0.2, 0.5 * 0.8])
     assert weights[0] == cfg.ambiguous_weight and weights[1] == 1.0
+
+
+def test_unanimous_flip_to_a_similar_class_is_caught_by_the_margin():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    consensus = np.tile(np.array([[0.9, 0.1]], np.float32), (8, 1))
+    consensus[4:] = [0.1, 0.9]
+    consensus[1] = [0.35, 0.65]  # every voter says 1, by 0.3 > 0.1: noisy, and relabeled
+    consensus[2] = [0.48, 0.52]  # every voter says 1, but only by 0.04: stays clean
+    p_clean = np.ones(8, np.float32)  # the mixture trusts them all
+    voters = np.stack([consensus.argmax(1)] * 3)
+    cfg = ScreenConfig(min_keep=1, override_margin=0.1, relabel_bar_tail=0.6, relabel_bar_head=0.6)
+    part = partition(labels, np.linspace(0, 1, 8), p_clean, consensus, voters, cfg=cfg)
+    assert part.state[:4].tolist() == [CLEAN, RELABELED, CLEAN, CLEAN]
+    assert part.proposed[1] == 1
+
+
+def test_soft_relabel_turns_dropped_samples_into_weighted_consensus_targets():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    consensus = np.tile(np.array([[0.6, 0.2, 0.2]], np.float32), (6, 1))
+    consensus[0] = [0.4, 0.45, 0.15]  # noisy, voters disagree: dropped
+    p_clean = np.ones(6, np.float32)
+    p_clean[0] = 0.0
+    voters = np.stack([np.array([1, 0, 0, 1, 1, 2]), labels])
+    on = ScreenConfig(min_keep=1, soft_relabel=True, out_of_set_bar=0.1)
+    part = partition(labels, np.linspace(0, 1, 6), p_clean, consensus, voters, cfg=on)
+    assert part.state[0] == DROPPED
+    targets, weights = build_targets(labels, part, p_clean, consensus, cfg=on)
+    np.testing.assert_allclose(targets[0], [0.0, 0.75, 0.25])  # given class removed, renormalised
+    assert np.isclose(weights[0], 0.75)
+    off = ScreenConfig(min_keep=1, soft_relabel=False, out_of_set_bar=0.1)
+    assert build_targets(labels, part, p_clean, consensus, cfg=off)[1][0] == 0.0
+
+
+def test_ranks_within_each_class():
+    score = np.array([5.0, 1.0, 3.0, 10.0, 0.0, 7.0])
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    np.testing.assert_allclose(class_percentile_ranks(score, labels), [1, 0, 0.5, 1, 0, 0.5])
+    both = combine_scores({"a": score, "b": -score}, labels)
+    np.testing.assert_allclose(both, [0.5] * 6)  # opposite signals cancel within every class
+
+
+def test_verifier_keeps_only_relabels_its_clean_trained_probe_confirms():
+    from heads.screen.partition import Partition
+    from heads.screen.probe import ProbeConfig
+    from heads.screen.verify import verify_relabels
+
+    rng = np.random.default_rng(0)
+    centers = np.eye(2, 8, dtype=np.float32)
+    labels = np.repeat([0, 1], 10)
+    embed = centers[labels] + 0.05 * rng.standard_normal((20, 8)).astype(np.float32)
+    embed /= np.linalg.norm(embed, axis=1, keepdims=True)
+    state = np.full(20, CLEAN, np.int8)
+    proposed = labels.copy()
+    state[[3, 14]] = RELABELED
+    proposed[3] = 1  # sits in cluster 0: the verifier says 0, the relabel is refused
+    proposed[14] = 0
+    embed[14] = centers[0]  # sample 14 (given 1) is in cluster 0: relabel to 0 confirmed
+    cfg = ScreenConfig(probe=ProbeConfig(steps=10))
+    out = verify_relabels(Partition(state, proposed), embed, labels, num_classes=2, cfg=cfg)
+    assert out.state[3] == DROPPED and out.proposed[3] == -1
+    assert out.state[14] == RELABELED and out.proposed[14] == 0
+    assert (out.state[labels >= 0] != DROPPED).sum() == 19

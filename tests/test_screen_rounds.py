@@ -18,7 +18,7 @@ FAST = ProbeConfig(steps=15)
 @pytest.fixture(scope="module")
 def data():
     return make_noisy_features(num_classes=20, dim=32, imbalance=10, max_per_class=40,
-                               noise=0.4, sigma=1.2, nuisance=0.5, seed=0)  # fmt: skip
+                               noise=0.4, sigma=1.2, nuisance=0.5, spread=0.7, seed=0)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,10 @@ def test_detection_precision_and_recall_floors(data, screened):
     result, _ = screened
     flagged = result.state >= STATES.index("relabeled")
     hits = (flagged & data.is_noisy).sum()
-    assert hits / flagged.sum() >= 0.9  # precision floor
-    assert hits / data.is_noisy.sum() >= 0.5  # recall floor
+    assert hits / flagged.sum() >= 0.9  # precision floor (measured 1.0)
+    assert hits / data.is_noisy.sum() >= 0.45  # recall floor (measured 0.51)
     moved = result.state == STATES.index("relabeled")
-    assert (result.proposed[moved] == data.true_labels[moved]).mean() >= 0.6  # relabel floor
+    assert (result.proposed[moved] == data.true_labels[moved]).mean() >= 0.7  # measured 0.88
 
 
 def test_every_class_keeps_samples_and_rounds_are_saved(data, screened):

@@ -81,3 +81,56 @@ def test_cross_fitted_probe_is_out_of_fold():
     logits = cross_fit_logits(train, LABELS, one_hot(LABELS, 2), np.ones(7, np.float32),
                               folds=2, seed=0)  # fmt: skip
     assert logits.argmax(1)[3] == 0  # the x-axis sample is scored by a model that never saw it
+
+
+def test_label_margin_is_negative_when_another_class_wins():
+    probs = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.2, 0.3, 0.5]], np.float32)
+    margin = signals.label_margin(probs, np.array([0, 0, 2]))
+    np.testing.assert_allclose(margin, [0.5, -0.3, 0.2], atol=1e-6)
+
+
+def test_probe_ignores_a_shared_offset():
+    # CLIP-like cone: the same clusters shifted far along a shared direction.
+    from heads.screen.probe import center_features, train_probe
+
+    offset = unit([[0.0, 0.0, 1.0]]) * 3
+    coned = unit(np.hstack([EMBED, np.zeros((7, 1), np.float32)]) + offset)
+    np.testing.assert_allclose(
+        np.linalg.norm(center_features(coned, coned.mean(0)), axis=1), 1, rtol=1e-6
+    )
+    probe = train_probe(coned[:3].tolist() + coned[4:].tolist(), one_hot(np.array([0, 0, 0, 1, 1, 1]), 2),
+                        np.ones(6, np.float32), cfg=ProbeConfig(steps=10))  # fmt: skip
+    assert probe.predict_logits(coned).argmax(1).tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_calibration_subset_is_balanced_and_most_trusted():
+    from heads.screen.calibrate import calibration_subset
+    from heads.screen.partition import AMBIGUOUS, CLEAN
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    state = np.full(9, CLEAN, np.int8)
+    state[3] = AMBIGUOUS  # never eligible
+    p_clean = np.array([0.5, 0.9, 0.7, 1.0, 0.2, 0.8, 0.6, 0.9, 0.95], np.float32)
+    # clean counts 3, 2, 3 -> median 3: class 1 gives both, the others their 3 best
+    rows = calibration_subset(state, p_clean, labels, num_classes=3)
+    assert rows.tolist() == [0, 1, 2, 4, 5, 6, 7, 8]
+    rows = calibration_subset(state, p_clean, labels, num_classes=3, per_class=1)
+    assert rows.tolist() == [1, 5, 8]
+
+
+def test_fit_temperature_recovers_the_generating_one():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4000, 5)).astype(np.float32)
+    probs = signals.softmax(logits, temperature=0.5)
+    labels = (probs.cumsum(1) > rng.random((4000, 1))).argmax(1)  # drawn from softmax(l / 0.5)
+    grid = (0.1, 0.25, 0.5, 1.0, 2.0)
+    assert signals.fit_temperature(logits, labels, grid=grid) == 0.5
+
+
+def test_mixture_finds_a_thin_noisy_tail_without_splitting_the_clean_bulk():
+    # 10% noise, balanced: an even-split start used to cut the clean bulk in two.
+    rng = np.random.default_rng(1)
+    score = np.concatenate([rng.uniform(0.3, 0.9, 900), rng.normal(0.08, 0.02, 100)])
+    labels = np.tile(np.arange(10), 100)
+    p = clean_posterior(score, labels, num_classes=10)
+    assert (p[:900] >= 0.5).mean() > 0.97 and (p[900:] < 0.5).all()

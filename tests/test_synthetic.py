@@ -31,3 +31,19 @@ def test_same_seed_same_data():
     np.testing.assert_array_equal(a.embed, b.embed)
     np.testing.assert_array_equal(a.labels, b.labels)
     assert not np.array_equal(a.embed, c.embed)
+
+
+def test_clip_like_cone_and_class_geometry():
+    d = make_noisy_features(num_classes=40, dim=64, imbalance=1, max_per_class=30, noise=0.0,
+                            cone=0.45, seed=0)  # fmt: skip
+    sims = d.embed @ d.embed.T
+    same = d.labels[:, None] == d.labels[None, :]
+    sibling = (d.genus[d.labels][:, None] == d.genus[d.labels][None, :]) & ~same
+    unrelated = ~same & ~sibling
+    # Unrelated images share CLIP's cone (mean cosine ~0.45); siblings are closer; own class closest.
+    assert abs(sims[unrelated].mean() - 0.45) < 0.05
+    assert (
+        sims[unrelated].mean()
+        < sims[sibling].mean()
+        < sims[same & ~np.eye(len(sims), dtype=bool)].mean()
+    )

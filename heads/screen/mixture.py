@@ -25,9 +25,11 @@ def _posterior_high(x, mean, var, mix) -> np.ndarray:
 
 def fit_pooled(x: np.ndarray, *, iters: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EM for a 2-component mixture on all scores; returns (mean, var, mix), each (2,)."""
-    mean = np.quantile(x, [0.2, 0.8]).astype(np.float64)
+    # Start with a small low component: at low noise the noisy samples are a thin low tail,
+    # and an even split would instead cut the clean bulk in two (flagging half of it).
+    mean = np.quantile(x, [0.05, 0.6]).astype(np.float64)
     var = np.full(2, max(x.var() / 4, _VAR_FLOOR))
-    mix = np.array([0.5, 0.5])
+    mix = np.array([0.1, 0.9])
     for _ in range(iters):
         r1 = _posterior_high(x, mean, var, mix)
         resp = np.stack([1 - r1, r1], axis=1)  # (N, 2)

@@ -7,7 +7,10 @@ scores of all signals; `p_clean` (N,) mixture posterior of the clean component; 
 (N, K) mean of the probability-like signals; `voters` (S, N) each independent signal's
 preferred class. A noisy sample is relabeled only when every voter names the same new class
 and the consensus for it clears a bar that is stricter for head classes; a noisy sample no
-class explains is out-of-set; the rest of the noisy ones are dropped.
+class explains is out-of-set; the rest of the noisy ones are dropped (or, with
+`soft_relabel`, learn the consensus over the other classes at reduced weight). A sample all
+voters give to one other class by a clear consensus margin is noisy whatever its mixture
+posterior: flips to a similar class otherwise look clean to rank-based scores.
 """
 
 from __future__ import annotations
@@ -37,11 +40,28 @@ def percentile_ranks(score: np.ndarray) -> np.ndarray:
     return ranks / max(len(score) - 1, 1)
 
 
-def combine_scores(scores: dict[str, np.ndarray]) -> np.ndarray:
-    """(N,) mean percentile rank over signals: puts losses, cosines and votes on one scale."""
+def class_percentile_ranks(score: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) rank of each score among the samples of its own class, in [0, 1] (0.5 if alone)."""
+    order = np.lexsort((score, labels))  # by class, then score
+    counts = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ranks = np.empty(len(score), np.float32)
+    ranks[order] = np.arange(len(score)) - np.repeat(starts, counts)
+    size = counts[labels].astype(np.float32)
+    return np.where(size > 1, ranks / np.maximum(size - 1, 1), 0.5).astype(np.float32)
+
+
+def combine_scores(scores: dict[str, np.ndarray], labels: np.ndarray | None = None) -> np.ndarray:
+    """(N,) mean percentile rank over signals: puts losses, cosines and votes on one scale.
+
+    With `labels`, each signal is ranked within its class (the issue's per-class ranks): a
+    tail class's samples are then not all "suspicious" just because kNN finds few of their
+    own class around them.
+    """
     if not scores:
         raise ValueError("need at least one signal")
-    return np.mean([percentile_ranks(s) for s in scores.values()], axis=0).astype(np.float32)
+    rank = percentile_ranks if labels is None else lambda s: class_percentile_ranks(s, labels)
+    return np.mean([rank(s) for s in scores.values()], axis=0).astype(np.float32)
 
 
 def relabel_bars(counts: np.ndarray, cfg: ScreenConfig) -> np.ndarray:
@@ -75,7 +95,13 @@ def partition(
     others[np.arange(n), labels] = -1.0
     best = others.argmax(1)
     best_p = others[np.arange(n), best]
-    agree = (voters == best[None, :]).all(0)
+    agree = (voters == best[None, :]).mean(0) >= cfg.relabel_agree - 1e-6
+    # Flips to a similar class look clean to rank-based scores (their given class is the
+    # runner-up): catch them when every voter names one other class by a clear margin.
+    given_p = consensus[np.arange(n), labels]
+    unanimous = (voters == best[None, :]).all(0)
+    if cfg.override_margin is not None:
+        noisy |= unanimous & (best_p - given_p >= cfg.override_margin)
     relabel = noisy & agree & (best_p >= relabel_bars(counts, cfg)[best])
     out_of_set = noisy & ~relabel & (consensus.max(1) < cfg.out_of_set_bar)
     state[noisy] = DROPPED
@@ -133,4 +159,17 @@ def build_targets(
     weights = np.zeros(n, np.float32)
     weights[keep_label | moved] = 1.0
     weights[amb] = cfg.ambiguous_weight
+    if cfg.soft_relabel:
+        _soft_relabel(targets, weights, labels, part, consensus)
     return targets, weights
+
+
+def _soft_relabel(targets, weights, labels, part: Partition, consensus: np.ndarray) -> None:
+    """NeaR-style: a dropped (not out-of-set) sample learns the consensus over the other
+    classes, weighted by how peaked it is, instead of being thrown away (in place)."""
+    rows = np.flatnonzero(part.state == DROPPED)
+    soft = consensus[rows].copy()  # (R, K)
+    soft[np.arange(len(rows)), labels[rows]] = 0.0
+    soft /= np.maximum(soft.sum(1, keepdims=True), 1e-12)
+    targets[rows] = soft
+    weights[rows] = soft.max(1)

@@ -50,13 +50,25 @@ class ProbeConfig:
 
 @dataclass
 class Probe:
-    """A trained linear head: `logits = embed @ weight.T + bias` (balanced, prior removed)."""
+    """A trained linear head on centred features (balanced, prior removed).
+
+    `logits = unit(embed - center) @ weight.T + bias`.
+    """
 
     weight: np.ndarray  # (K, D)
     bias: np.ndarray  # (K,)
+    center: np.ndarray  # (D,)
 
     def predict_logits(self, embed: np.ndarray) -> np.ndarray:
-        return (np.asarray(embed, np.float32) @ self.weight.T + self.bias).astype(np.float32)
+        x = center_features(embed, self.center)  # (n, D)
+        return (x @ self.weight.T + self.bias).astype(np.float32)
+
+
+def center_features(embed: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """(n, D) unit(embed - center): removes CLIP's shared direction (all images sit in a narrow
+    cone, mean cosine ~0.5), which otherwise makes every class prototype look alike."""
+    x = np.asarray(embed, np.float32) - center
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def prototypes(embed: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -86,6 +98,8 @@ def train_probe(
     weights = np.asarray(weights, np.float32)
     if embed.shape[0] != targets.shape[0] or weights.shape != (embed.shape[0],):
         raise ValueError(f"shapes disagree: {embed.shape}, {targets.shape}, {weights.shape}")
+    center = embed.mean(0)  # (D,)
+    embed = center_features(embed, center)
     mass = (targets * weights[:, None]).sum(0)  # (K,)
     prior = (mass + 1e-3) / (mass + 1e-3).sum()
     weight = torch.from_numpy(prototypes(embed, targets, weights) * cfg.init_scale)
@@ -105,7 +119,7 @@ def train_probe(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return Probe(weight.detach().numpy().copy(), bias.detach().numpy().copy())
+    return Probe(weight.detach().numpy().copy(), bias.detach().numpy().copy(), center)
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from heads.screen.mixture import clean_posterior
 from heads.screen.partition import Partition, build_targets, combine_scores, partition
 from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
 from heads.screen.report import save_round, summarise, write_summary
+from heads.screen.verify import verify_relabels
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,10 @@ def frozen_signals(inputs: ScreenInputs, cfg: ScreenConfig) -> _Fixed:
     }
     probs = [votes]
     if inputs.text_embed is not None:
-        zero_shot = signals.zero_shot_probs(x, inputs.text_embed)
+        temperature = cfg.zero_shot_temperature
+        if temperature is None:  # calibrate on the given labels (see fit_temperature)
+            temperature = signals.fit_temperature(x @ inputs.text_embed.T, y)
+        zero_shot = signals.zero_shot_probs(x, inputs.text_embed, temperature=temperature)
         scores["zero_shot"] = signals.given_label_score(zero_shot, y)
         probs.append(zero_shot)
     proto_choice = np.empty(len(y), np.int64)
@@ -104,13 +108,18 @@ def _screen(inputs, cfg, fixed: _Fixed, model_logits: np.ndarray):
     y = inputs.labels
     probs = signals.model_probs(model_logits)
     scores = {**fixed.scores, "model": signals.given_label_score(probs, y)}
-    combined = combine_scores(scores)
+    if cfg.margin_scores:
+        scores["model"] = signals.label_margin(probs, y)
+        scores["knn"] = signals.label_margin(fixed.probs[0], y)
+    combined = combine_scores(scores, y if cfg.rank_within_class else None)
     p_clean = clean_posterior(
         combined, y, num_classes=inputs.num_classes, strength=cfg.pool_strength
     )
     consensus = np.mean([probs, *fixed.probs], axis=0)  # (N, K)
     voters = np.stack([probs.argmax(1), *fixed.voters])  # (S, N)
     part = partition(y, combined, p_clean, consensus, voters, cfg=cfg)
+    if cfg.verify_relabels:
+        part = verify_relabels(part, inputs.embed, y, num_classes=inputs.num_classes, cfg=cfg)
     targets, weights = build_targets(y, part, p_clean, consensus, cfg=cfg)
     return part, targets, weights, p_clean, combined, scores, consensus
 

@@ -115,6 +115,15 @@ def knn_label_votes(
     return votes / votes.sum(axis=1, keepdims=True)
 
 
+def label_margin(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) p(given label) minus the best other class's p: negative when another class wins,
+    which separates flips to a similar class better than p(given) alone."""
+    own = given_label_score(probs, labels)
+    others = np.array(probs, np.float32, copy=True)
+    others[np.arange(len(labels)), labels] = -np.inf
+    return (own - others.max(1)).astype(np.float32)
+
+
 def given_label_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(N,) the column of the given label: agreement of an (N, K) distribution with it."""
     _check(None, labels, probs.shape[1])
@@ -164,6 +173,28 @@ def zero_shot_probs(embed: np.ndarray, text_embed: np.ndarray, *, temperature: f
     if embed.ndim != 2 or text_embed.ndim != 2 or embed.shape[1] != text_embed.shape[1]:
         raise ValueError(f"embed {embed.shape} and text_embed {text_embed.shape} must share D")
     return softmax(embed @ text_embed.T, temperature=temperature)
+
+
+_TEMPERATURES = tuple(float(t) for t in np.geomspace(0.003, 1.0, 25))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, grid=_TEMPERATURES) -> float:
+    """Softmax temperature (from `grid`) minimising the mean NLL of the given labels.
+
+    Calibrates a signal that is not trained on these labels (zero-shot: CLIP's logit scale
+    100 makes it sure of itself even when it is right on 40% of species). Noisy labels move the
+    optimum only mildly: one scalar is fitted on all N samples, and no noise rate is needed.
+    """
+    _check(None, labels, logits.shape[1])
+    rows = np.arange(len(labels))
+    best, best_nll = grid[0], np.inf
+    for t in grid:
+        z = np.asarray(logits, np.float32) / t
+        z -= z.max(1, keepdims=True)
+        nll = float((np.log(np.exp(z).sum(1)) - z[rows, labels]).mean())
+        if nll < best_nll:
+            best, best_nll = float(t), nll
+    return best
 
 
 def model_probs(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,40 @@
+"""SRRS re-screening: rectified labels are checked by a verifier that is not the student.
+
+    part = verify_relabels(part, embed, labels, cfg=cfg)
+
+The verifier is the screening probe trained only on the samples screened CLEAN, cross-fitted
+in two halves (a relabeled sample is judged by a probe that never saw it). A relabel stands
+only when the verifier's top class is the proposed one; otherwise the sample is dropped.
+Notation: N samples, D embedding width, K classes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from heads.screen.config import ScreenConfig
+from heads.screen.partition import CLEAN, DROPPED, RELABELED, Partition
+from heads.screen.probe import fold_ids, one_hot, train_probe
+
+
+def verify_relabels(
+    part: Partition, embed: np.ndarray, labels: np.ndarray, *, num_classes: int, cfg: ScreenConfig
+) -> Partition:
+    """A copy of `part` where relabels the verifier does not confirm become DROPPED."""
+    moved = np.flatnonzero(part.state == RELABELED)
+    if moved.size == 0:
+        return part
+    state, proposed = part.state.copy(), part.proposed.copy()
+    ids = fold_ids(labels, 2, cfg.seed + 7919)  # its own split, not the student's
+    clean = part.state == CLEAN
+    for fold in range(2):
+        train = np.flatnonzero(clean & (ids != fold))
+        judged = moved[ids[moved] == fold]
+        if judged.size == 0 or train.size == 0:
+            continue
+        probe = train_probe(embed[train], one_hot(labels[train], num_classes),
+                            np.ones(train.size, np.float32), cfg=cfg.probe)  # fmt: skip
+        verdict = probe.predict_logits(embed[judged]).argmax(1)  # (m,)
+        rejected = judged[verdict != proposed[judged]]
+        state[rejected], proposed[rejected] = DROPPED, -1
+    return Partition(state=state, proposed=proposed)
