@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from engine.errors import UserError
 from heads import tensors as T
@@ -127,7 +128,11 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
     perm, view_of = _epoch_order(cfg.seed, epoch, n, table.shape[0])
     loss_fn = loss_from_config(cfg)
     steps = math.ceil(n / cfg.batch_size)
-    total, correct, start = 0.0, 0, time.perf_counter()
+    # Sums stay on the device: a float()/int() per step would synchronise the GPU every step.
+    total = torch.zeros((), device=problem.device)
+    correct = torch.zeros((), dtype=torch.long, device=problem.device)
+    start = time.perf_counter()
+    bar = tqdm(total=n, unit="sample", desc=f"epoch {epoch}", leave=False, disable=None)
     for step in range(steps):
         for group, (base, phase_step, phase_total) in zip(
             optimizer.param_groups, groups_lr(step), strict=True
@@ -145,8 +150,11 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(rows)
-        correct += int((logits.argmax(1) == problem.hard[rows_d]).sum())
+        total += loss.detach() * len(rows)
+        correct += (logits.argmax(1) == problem.hard[rows_d]).sum()
+        bar.update(len(rows))
+    bar.close()
+    total, correct = float(total), int(correct)
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch,
