@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 LOSSES = ("ce", "gce")
 
@@ -155,7 +156,8 @@ def cross_fit_logits(
     """
     ids = fold_ids(labels, folds, seed)
     out = np.zeros(targets.shape, np.float32)
-    for fold in range(folds):
+    # Each fold trains a model (a tail, in rounds >= 1): minutes on a CPU, so show progress.
+    for fold in tqdm(range(folds), desc="cross-fit", unit="fold", leave=False, disable=None):
         held = np.flatnonzero(ids == fold)
         predict = train_fn(np.flatnonzero(ids != fold), targets, weights)
         out[held] = predict(held)
