@@ -185,6 +185,7 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         world_size=ctx.world_size,
         device=ctx.device,
         workers=cfg.workers,
+        shard_ids=shards_to_decode(shard_dir, store),
     )
     start, computed = time.perf_counter(), 0
     bar = tqdm(total=len(loader), unit="img", desc="features", disable=not ctx.is_main)
@@ -211,6 +212,24 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         computed / max(seconds, 1e-9),
     )
     return list(getattr(loader, "fallback_keys", []))
+
+
+def shards_to_decode(shard_dir, store: FeatureStore) -> list[int]:
+    """Shards with at least one chunk not yet written: a resumed run decodes only these.
+
+    Chunks never straddle shards (chunk_n divides shard_size), so a shard is done exactly when
+    every chunk inside its rows is.
+    """
+    from shards.reader import shard_files
+
+    done = store.done_chunks()
+    todo = []
+    for s, shard in enumerate(shard_files(shard_dir)):
+        first = shard.offset // store.chunk_n
+        last = (shard.offset + shard.count - 1) // store.chunk_n
+        if any(c not in done for c in range(first, last + 1)):
+            todo.append(s)
+    return todo
 
 
 def _finish(store: FeatureStore, fallbacks: list[str]) -> None:

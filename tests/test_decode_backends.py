@@ -133,6 +133,17 @@ def test_two_ranks_cover_every_index_once(labeled, backend):
 
 
 @pytest.mark.parametrize("backend", ["pil", pytest.param("dali-cpu", marks=needs_dali)])
+def test_shard_filter_keeps_global_indices(labeled, backend):
+    """A resumed feature pass decodes only unfinished shards, at their global indices."""
+    full, _ = collect(make_loader(labeled, backend=backend, batch_size=4, workers=1))
+    loader = make_loader(labeled, backend=backend, batch_size=4, workers=1, shard_ids=[1, 2])
+    images, index = collect(loader)
+    assert len(loader) == N - SHARD_SIZE
+    assert index.tolist() == list(range(SHARD_SIZE, N))
+    assert torch.equal(images, full[:, SHARD_SIZE:])
+
+
+@pytest.mark.parametrize("backend", ["pil", pytest.param("dali-cpu", marks=needs_dali)])
 def test_unlabeled_shards(tmp_path, jpegs, reference, backend):
     write_shards(tmp_path, jpegs[:6], shard_size=4, labels=None)
     images, index = collect(make_loader(tmp_path, backend=backend, batch_size=4, workers=1))

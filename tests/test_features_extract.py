@@ -184,8 +184,18 @@ def test_resume_after_a_kill_gives_the_same_store(labeled, reference, tmp_path, 
     (progress_dir(out) / "chunk-000002.done").unlink()
 
     computed = count_computed_rows(monkeypatch)
-    run_tiny(labeled, out)
+    decoded = []
+
+    def counting_loader(shard_dir, **kwargs):
+        from shards.decode import make_loader
+
+        loader = make_loader(shard_dir, **kwargs)
+        decoded.append(len(loader))
+        return loader
+
+    extract(labeled, out, make_cfg(), clip_loader=tiny_clip, loader_factory=counting_loader)
     assert sum(computed) == 6  # chunks 2, 3, 4 only
+    assert decoded == [6]  # shard 0 (chunks 0, 1) is done and not even decoded again
     assert_same_store(out, reference)
 
 

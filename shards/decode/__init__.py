@@ -81,6 +81,7 @@ def make_loader(
     world_size: int = 1,
     device=None,
     workers: int | None = None,
+    shard_ids=None,
 ):
     """An iterable of `Batch` over the samples rank `rank` of `world_size` owns.
 
@@ -93,6 +94,7 @@ def make_loader(
         rank, world_size: rank r owns shards s with s % world_size == r.
         device: where the images end up (dali-gpu: already on the current CUDA device).
         workers: decode threads (DALI) or DataLoader processes (pil); None = all cores.
+        shard_ids: only these shards (of the ones this rank owns); None = all.
 
     Returns:
         A loader with `len()` (samples this rank yields), `.backend`, `.output_shape`
@@ -103,7 +105,7 @@ def make_loader(
     if batch_size < 1 or views < 1:
         raise UserError(f"batch_size ({batch_size}) and views ({views}) must be at least 1")
     resolved = resolve_backend(backend)
-    catalog = load_catalog(shard_dir, rank=rank, world_size=world_size)
+    catalog = load_catalog(shard_dir, rank=rank, world_size=world_size, shard_ids=shard_ids)
     workers = default_workers() if workers is None else workers
     common = {"batch_size": batch_size, "views": views, "seed": seed, "workers": workers}
     if resolved == "pil":

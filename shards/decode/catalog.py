@@ -63,8 +63,13 @@ class Catalog:
         self._fds.clear()
 
 
-def load_catalog(shard_dir, *, rank: int = 0, world_size: int = 1) -> Catalog:
-    """Catalog of the shards rank `rank` of `world_size` owns (shard s with s % W == r)."""
+def load_catalog(shard_dir, *, rank: int = 0, world_size: int = 1, shard_ids=None) -> Catalog:
+    """Catalog of the shards rank `rank` of `world_size` owns (shard s with s % W == r).
+
+    `shard_ids`, when given, keeps only those shards (a resumed feature pass decodes only the
+    shards whose chunks are missing); global indices stay those of the whole split.
+    """
+    wanted = None if shard_ids is None else set(shard_ids)
     if not 0 <= rank < world_size:
         raise UserError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
     shard_dir = Path(shard_dir)
@@ -73,7 +78,7 @@ def load_catalog(shard_dir, *, rank: int = 0, world_size: int = 1) -> Catalog:
     catalog = Catalog()
     start = 0
     for s, shard in enumerate(shards):
-        if s % world_size == rank:
+        if s % world_size == rank and (wanted is None or s in wanted):
             _add_shard(catalog, shard_dir, shard, start)
         start += int(shard["count"])
     if start != manifest["num_samples"]:
