@@ -69,26 +69,17 @@ def load_clip(weights: str = OPENAI_TAG, device: str = "cpu", cache_dir: str | N
     """
     import open_clip
 
+    path = _weights_file(weights, cache_dir)  # before the ~10 s model build: fail fast
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
         model = open_clip.create_model(MODEL_NAME, pretrained=None, force_quick_gelu=True)
-    if weights == RANDOM:
+    if path is None:
         log.warning("using RANDOM weights: outputs are stamped 'random' and mean nothing")
         info = {"name": RANDOM, "sha256": None}
-    elif weights == OPENAI_TAG:
-        # A cached copy is used as is: asking the hub first costs ~1 min of retries offline.
-        path = cached_openai_weights(cache_dir) or _download_openai(cache_dir)
-        _load_weights(model, path)
-        info = {"name": OPENAI_TAG, "sha256": file_sha256(path)}
     else:
-        path = Path(weights)
-        if not path.is_file():
-            raise UserError(
-                f"weights file not found: {weights}; pass 'openai', 'random' or the path of "
-                "a ViT-B/32 checkpoint (e.g. OpenAI's ViT-B-32.pt)"
-            )
         _load_weights(model, path)
-        info = {"name": path.name, "sha256": file_sha256(path)}
+        name = OPENAI_TAG if weights == OPENAI_TAG else Path(path).name
+        info = {"name": name, "sha256": file_sha256(path)}
     model = model.to(device).eval()
     preprocess = open_clip.image_transform(
         model.visual.image_size,
@@ -98,6 +89,22 @@ def load_clip(weights: str = OPENAI_TAG, device: str = "cpu", cache_dir: str | N
     )
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
     return LoadedClip(model, tokenizer, info, MODEL_NAME, preprocess)
+
+
+def _weights_file(weights: str, cache_dir: str | None) -> str | Path | None:
+    """The checkpoint file `weights` names (None for random weights)."""
+    if weights == RANDOM:
+        return None
+    if weights == OPENAI_TAG:
+        # A cached copy is used as is: asking the hub first costs ~1 min of retries offline.
+        return cached_openai_weights(cache_dir) or _download_openai(cache_dir)
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(
+            f"weights file not found: {weights}; pass 'openai', 'random' or the path of "
+            "a ViT-B/32 checkpoint (e.g. OpenAI's ViT-B-32.pt)"
+        )
+    return path
 
 
 def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
@@ -142,6 +149,7 @@ def _download_openai(cache_dir: str | None) -> str:
 
     pretrained_cfg = get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
     try:
+        _check_hub_reachable()
         return download_pretrained(pretrained_cfg, cache_dir=cache_dir)
     except OSError as err:  # offline: hf_hub / urllib raise OSError subclasses
         hub = pretrained_cfg.get("hf_hub", "").rstrip("/")
@@ -152,6 +160,21 @@ def _download_openai(cache_dir: str | None) -> str:
             f"{pretrained_cfg.get('url', 'ViT-B-32.pt')}), or put open_clip's copy of "
             f"'{hub}' in the Hugging Face cache {cache} (set HF_HUB_CACHE to move it)"
         ) from err
+
+
+def _check_hub_reachable() -> None:
+    """Fail at once when the hub's host name does not resolve (offline machine), instead of
+    after the hub client's ~55 s of retries with back-off.
+
+    Raises:
+        OSError: (socket.gaierror) the host cannot be resolved.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
 
 
 def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:

@@ -129,6 +129,25 @@ def test_offline_openai_without_cache_says_where_to_put_the_file(monkeypatch, tm
     assert str(tmp_path) in message and "HF_HUB_CACHE" in message
 
 
+def test_offline_is_detected_at_once_without_hub_retries(monkeypatch, tmp_path):
+    """A host name that does not resolve means offline: no ~55 s of download retries."""
+    import socket
+
+    import open_clip.pretrained
+
+    def unresolvable(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def must_not_download(*args, **kwargs):
+        raise AssertionError("download attempted although the hub cannot be resolved")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", must_not_download)
+    with pytest.raises(UserError, match="Name or service not known") as err:
+        load_clip("openai", cache_dir=str(tmp_path))
+    assert "--weights /path/to/ViT-B-32.pt" in str(err.value)
+
+
 def test_openai_weights_are_found_in_open_clips_cache_offline(
     monkeypatch, clip, weights_file, tmp_path
 ):
