@@ -147,3 +147,39 @@ def test_verifier_keeps_only_relabels_its_clean_trained_probe_confirms():
     assert out.state[3] == DROPPED and out.proposed[3] == -1
     assert out.state[14] == RELABELED and out.proposed[14] == 0
     assert (out.state[labels >= 0] != DROPPED).sum() == 19
+
+
+def test_clean_probe_relabels_flagged_samples_it_and_the_neighbours_agree_on():
+    from heads.screen.partition import AMBIGUOUS, OUT_OF_SET, Partition
+    from heads.screen.probe import ProbeConfig
+    from heads.screen.verify import relabel_by_clean_probe
+
+    rng = np.random.default_rng(0)
+    centers = np.eye(2, 8, dtype=np.float32)
+    labels = np.repeat([0, 1], 10)
+    embed = centers[labels] + 0.05 * rng.standard_normal((20, 8)).astype(np.float32)
+    embed[[2, 3, 4, 5]] = centers[1]  # given 0, all sit in cluster 1
+    embed /= np.linalg.norm(embed, axis=1, keepdims=True)
+    state = np.full(20, CLEAN, np.int8)
+    state[[2, 3, 4, 5, 6]] = [DROPPED, DROPPED, OUT_OF_SET, AMBIGUOUS, AMBIGUOUS]
+    proposed = np.where(state == CLEAN, labels, -1)
+    proposed[[5, 6]] = 0
+    knn_choice = np.where(np.arange(20) == 3, 0, 1 - labels)  # 3's neighbours say 0
+    knn_choice[[2, 4, 5]] = 1
+    cfg = ScreenConfig(probe=ProbeConfig(steps=10), clean_probe_bar=0.5)
+    out = relabel_by_clean_probe(Partition(state, proposed), embed, labels, knn_choice,
+                                 num_classes=2, cfg=cfg)  # fmt: skip
+    # 2 (dropped) and 5 (ambiguous): probe and kNN both say 1 -> relabeled to 1.
+    assert out.state[[2, 5]].tolist() == [RELABELED, RELABELED]
+    assert out.proposed[[2, 5]].tolist() == [1, 1]
+    # 3: kNN disagrees; 4: out-of-set stays out; 6: the probe keeps its given label.
+    assert out.state[[3, 4, 6]].tolist() == [DROPPED, OUT_OF_SET, AMBIGUOUS]
+    assert out.proposed[[3, 4, 6]].tolist() == [-1, -1, 0]
+    assert (out.state == CLEAN).sum() == 15 and (
+        out.proposed[state == CLEAN] == labels[state == CLEAN]
+    ).all()
+    # A bar no softmax over 2 classes reaches moves nothing.
+    strict = ScreenConfig(probe=ProbeConfig(steps=10), clean_probe_bar=1.01)
+    same = relabel_by_clean_probe(Partition(state, proposed), embed, labels, knn_choice,
+                                  num_classes=2, cfg=strict)  # fmt: skip
+    np.testing.assert_array_equal(same.state, state)

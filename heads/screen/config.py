@@ -76,6 +76,12 @@ class ScreenConfig:
     # Relabel accuracy rises (0.77->0.82 at 10% noise) but top-1 does not move (84.8/84.8,
     # 65.0/65.1, 39.8/39.9): off, it costs two probe fits per round.
     verify_relabels: bool = False
+    # Clean-probe relabeling: flagged (ambiguous / relabeled / dropped) samples move to the
+    # top class of a probe trained on the clean samples only when it has probability >=
+    # clean_probe_bar and kNN names it too. Full grid on/off: 85.4/85.5, 65.5/65.5,
+    # 39.8/39.7, 44.4/44.4, 43.6/43.6, 31.6/31.6 (bench/NOISY.md): neutral, off.
+    clean_probe_relabel: bool = False
+    clean_probe_bar: float = 0.5
     # DFR-like calibration (bench option): train the final head only on the class-balanced,
     # most trusted clean subset (`heads.screen.calibrate`). Off: it cost 2.5 points on the bench.
     dfr_calibration: bool = False

@@ -28,7 +28,7 @@ from heads.screen.mixture import clean_posterior
 from heads.screen.partition import Partition, build_targets, combine_scores, partition
 from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
 from heads.screen.report import save_round, summarise, write_summary
-from heads.screen.verify import verify_relabels
+from heads.screen.verify import relabel_by_clean_probe, verify_relabels
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,9 @@ def _screen(inputs, cfg, fixed: _Fixed, model_logits: np.ndarray):
     part = partition(y, combined, p_clean, consensus, voters, cfg=cfg)
     if cfg.verify_relabels:
         part = verify_relabels(part, inputs.embed, y, num_classes=inputs.num_classes, cfg=cfg)
+    if cfg.clean_probe_relabel:
+        part = relabel_by_clean_probe(part, inputs.embed, y, fixed.voters[0],
+                                      num_classes=inputs.num_classes, cfg=cfg)  # fmt: skip
     targets, weights = build_targets(y, part, p_clean, consensus, cfg=cfg)
     return part, targets, weights, p_clean, combined, scores, consensus
 
