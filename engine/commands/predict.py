@@ -77,7 +77,7 @@ def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "au
 
     with tempfile.TemporaryDirectory(prefix="engine-predict-") as tmp:
         shard_dir = Path(tmp) / "shards"
-        pack(folder, shard_dir, ShardConfig(workers=1))
+        pack(folder, shard_dir, ShardConfig())  # all cores; same bytes whatever the count
         return predict_shards(model, shard_dir, batch_size, backend)
 
 
