@@ -43,7 +43,7 @@ def default_store(shards: Path) -> Path:
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Cached views per image: 0 = eval view, 1.. = random crops.",
+    help="Cached views per image: view 0 is the eval crop, views 1.. seeded random crops + flips.",
 )
 @click.option(
     "--weights",
