@@ -49,7 +49,10 @@ class DistContext:
 
         owns = not dist.is_initialized()
         if owns:  # nccl between GPUs; gloo lets the same code run (and be tested) on CPUs
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            if use_cuda:  # device_id binds NCCL (and its barriers) to this rank's GPU
+                dist.init_process_group(backend="nccl", device_id=dev)
+            else:
+                dist.init_process_group(backend="gloo")
         return cls(dist.get_rank(), dist.get_world_size(), local_rank, dev, owns)
 
     @property

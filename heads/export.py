@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from engine.errors import UserError
+from heads import tensors as T
 from heads.config import TrainConfig
 from heads.head import make_head
 from heads.trainer import TrainedModel
@@ -95,8 +96,16 @@ class LoadedModel:
 
     @torch.no_grad()
     def logits_from_images(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 224, 224) normalised images -> (B, K) logits: one network, no cache."""
-        return self.head(self.clip.encode_image(images).float())
+        """(B, 3, 224, 224) normalised images -> (B, K) logits: one network, no cache.
+
+        On CUDA the ViT runs under bf16 autocast, as during feature extraction and training
+        (fp32 would waste the tensor cores); the head always runs in fp32.
+        """
+        device = images.device
+        with T.autocast(device):
+            features = self.clip.encode_image(images).float()  # (B, 512)
+        with T.fp32(device):
+            return self.head(features)  # (B, K)
 
     def as_trained(self) -> TrainedModel:
         """The same weights as a `TrainedModel`, to predict from a feature store."""

@@ -22,9 +22,28 @@ READ_BLOCK = 4096
 
 
 def resolve_device(name: str) -> torch.device:
+    """ "auto", "cpu", "cuda" or "cuda:N" -> a device; CUDA always with its index.
+
+    torch.device("cuda") != torch.device("cuda:0"), while every tensor placed on it reports
+    cuda:0, so an index-less device would make `same_device` checks fail on the GPU.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same, "cuda" meaning the current CUDA device."""
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 def read_rows(array, view: int | None, rows: np.ndarray, block: int = READ_BLOCK) -> np.ndarray:
@@ -63,15 +82,19 @@ def load_tokens(tokens, rows: np.ndarray, views: int, device: torch.device) -> t
     shape = (views, n, *tokens.shape[2:])
     nbytes = int(np.prod(shape)) * 2
     on_device = _fits_on(device, nbytes)
+    # Filled view by view where it will live: a GPU table never has a second full host copy.
     out = torch.empty(
-        shape, dtype=torch.float16, pin_memory=device.type == "cuda" and not on_device
+        shape,
+        dtype=torch.float16,
+        device=device if on_device else "cpu",
+        pin_memory=device.type == "cuda" and not on_device,
     )
     for v in tqdm(range(views), desc="load tokens", disable=views * n < 50_000):
         out[v] = torch.from_numpy(read_rows(tokens, v, rows).astype(np.float16, copy=False))
     log.info(
         "tokens %s (%.2f GB) in %s", tuple(shape), nbytes / 1e9, "GPU" if on_device else "host"
     )
-    return out.to(device) if on_device else out
+    return out
 
 
 def gather_views(
@@ -81,7 +104,7 @@ def gather_views(
     views, n = table.shape[:2]
     flat = table.reshape(views * n, *table.shape[2:])
     index = view_of[rows] * n + rows  # (B,)
-    if flat.device == device:
+    if same_device(flat.device, device):
         return flat.index_select(0, index.to(device))
     out = torch.empty((len(index), *flat.shape[1:]), dtype=flat.dtype, pin_memory=flat.is_pinned())
     torch.index_select(flat, 0, index.cpu(), out=out)
@@ -95,6 +118,12 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def fp32(device: torch.device):
+    """Autocast switched off: the head's (N, D) x (D, K) matmul is cheap, and in bf16 its
+    cosines would carry ~3e-3 error, ~0.06 per logit at temperature 0.05."""
+    return torch.autocast(device.type, enabled=False)
+
+
 @torch.no_grad()
 def map_chunks(
     fn,
@@ -102,13 +131,18 @@ def map_chunks(
     device: torch.device,
     out_dtype: torch.dtype = torch.float32,
     chunk: int = 1024,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """fn over (V, n, ...) in row chunks, computed on `device`; the result stays where `table` is.
 
     On the CPU fn sees float32 (fp16 CPU kernels are slow); on the GPU it runs under bf16 autocast.
+    `inplace` writes the results over `table` (fn must keep the shape, `out_dtype` must be the
+    table's): a token table that fills most of the GPU cannot be held twice.
     """
     views, n = table.shape[:2]
-    out = None
+    out = table if inplace else None
+    if inplace and out_dtype != table.dtype:
+        raise ValueError(f"inplace needs out_dtype == table dtype ({table.dtype}), got {out_dtype}")
     for v in range(views):
         for lo in range(0, n, chunk):
             x = table[v, lo : lo + chunk].to(device, non_blocking=True)

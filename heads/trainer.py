@@ -69,7 +69,9 @@ class TrainedModel:
             with T.autocast(device):
                 for block in between:
                     x = block(x)
-                out.append(self.head(tail(x).float()).float().cpu())
+                features = tail(x).float()  # (b, D)
+            with T.fp32(device):
+                out.append(self.head(features).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
 
 
@@ -126,6 +128,10 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
     """One pass over `table` (V, n, ...) in shuffled batches; returns the epoch's metrics."""
     n = table.shape[1]
     perm, view_of = _epoch_order(cfg.seed, epoch, n, table.shape[0])
+    # Moved once per epoch: a per-step copy from pageable memory would sync the GPU each step.
+    perm_d = perm.to(problem.device)
+    if T.same_device(table.device, problem.device):
+        perm, view_of = perm_d, view_of.to(problem.device)
     loss_fn = loss_from_config(cfg)
     steps = math.ceil(n / cfg.batch_size)
     # Sums stay on the device: a float()/int() per step would synchronise the GPU every step.
@@ -138,9 +144,9 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
             optimizer.param_groups, groups_lr(step), strict=True
         ):
             group["lr"] = _cosine_lr(base, phase_step, phase_total)
-        rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+        rows, rows_d = perm[batch], perm_d[batch]  # (B,) where the table is / on the device
         x = T.gather_views(table, view_of, rows, problem.device)
-        rows_d = rows.to(problem.device)
         with T.autocast(problem.device):
             logits = forward(x.float() if problem.device.type == "cpu" else x)  # (B, K)
         t, w = problem.targets[rows_d], problem.weights[rows_d]
@@ -255,7 +261,7 @@ def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
                 x = block(x)
             return x
 
-        tokens = T.map_chunks(advance, tokens, device, out_dtype=torch.float16)
+        tokens = T.map_chunks(advance, tokens, device, out_dtype=torch.float16, inplace=True)
     return tokens
 
 
@@ -280,7 +286,7 @@ def _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch) 
             def lrs(step, epoch=epoch):
                 return [(cfg.lr_head, epoch * steps + step, total)]
 
-            metrics = _run_epoch(problem, cfg, epoch, feats, head, opt, lrs)
+            metrics = _run_epoch(problem, cfg, epoch, feats, _fp32_head(head, device), opt, lrs)
             _log_epoch(metrics, "lp", history, on_epoch)
             ckpt.save(epoch + 1, head, tail, opt, "lp", history)
         start = cfg.epochs_lp
@@ -309,8 +315,10 @@ def _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, o
     steps = math.ceil(tokens.shape[1] / cfg.batch_size)
     total = steps * cfg.epochs_ft
 
+    head_fp32 = _fp32_head(head, device)
+
     def forward(x):
-        return head(tail(x))
+        return head_fp32(tail(x))
 
     def penalty():
         return l2sp_penalty(tail_params, anchors, cfg.l2sp)
@@ -330,6 +338,16 @@ def _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, o
         ckpt.save(epoch + 1, head, tail, opt, "ft", history)
     tail.requires_grad_(False)
     tail.eval()
+
+
+def _fp32_head(head: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`head` run outside the bf16 autocast of the tail (see `heads.tensors.fp32`)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with T.fp32(device):
+            return head(x.float())  # (B, K)
+
+    return forward
 
 
 def _log_epoch(metrics: dict, phase: str, history: list, on_epoch) -> None:

@@ -203,10 +203,13 @@ class DaliLoader:
 
     def _to_batch(self, outputs, positions: range) -> Batch:
         on_gpu = self.device == "gpu"
+        # CPU decode bound for a GPU: pinned, so `_finish`'s non_blocking copy is asynchronous.
+        to_cuda = self.out_device is not None and torch.device(self.out_device).type == "cuda"
         images = torch.empty(
             (self.views, len(positions), 3, IMAGE_SIZE, IMAGE_SIZE),
             dtype=torch.float32,
             device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu",
+            pin_memory=not on_gpu and to_cuda,
         )  # (V, B, 3, 224, 224)
         for v, out in enumerate(outputs):
             if on_gpu:
