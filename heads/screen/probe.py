@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from heads.screen import lowconf
+
 LOSSES = ("ce", "gce")
 
 
@@ -40,6 +42,13 @@ class ProbeConfig:
     weight_decay: float = 1e-4
     # Rows per step: full batch below this size, minibatches (one epoch per step) above.
     batch_rows: int = 65536
+    # SRRS mixup (`heads.screen.lowconf`): every step, each low-confidence sample (weight < 1
+    # or soft target) is mixed with a random high-confidence one of its target class,
+    # lam ~ Beta(a, a). None = off (see ScreenConfig.mixup_low_confidence).
+    mixup_alpha: float | None = None
+    # Rows uniform over 2+ classes (candidate-label targets) learn -log(sum of their
+    # candidates' probabilities) instead of CE (see ScreenConfig.candidate_labels).
+    partial_label: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -47,6 +56,8 @@ class ProbeConfig:
             raise ValueError(f"unknown probe loss {self.loss!r}; valid: {', '.join(LOSSES)}")
         if self.steps < 0 or self.lr <= 0:
             raise ValueError(f"steps must be >= 0 and lr > 0, got {self.steps}, {self.lr}")
+        if self.mixup_alpha is not None and self.mixup_alpha <= 0:
+            raise ValueError(f"mixup_alpha must be > 0 or None, got {self.mixup_alpha}")
 
 
 @dataclass
@@ -86,6 +97,9 @@ def _loss(logits, targets, weights, cfg: ProbeConfig):
         per = (targets * (1 - logp.exp().clamp_min(1e-6) ** cfg.gce_q)).sum(1) / cfg.gce_q
     else:
         per = -(targets * logp).sum(1)
+    if cfg.partial_label:
+        pll = lowconf.candidate_rows(targets)  # (B,)
+        per = torch.where(pll, lowconf.partial_label_loss(logp, targets), per)
     return (per * weights).sum() / weights.sum().clamp_min(1e-6)
 
 
@@ -110,7 +124,11 @@ def train_probe(
     x, t, w = map(torch.from_numpy, (embed, targets, weights))
     opt = torch.optim.Adam([weight, bias], lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
+    mixer = _Mixer(targets, weights, cfg) if cfg.mixup_alpha else None
+    x_all, t_all = x, t
     for _ in range(cfg.steps):
+        if mixer is not None:  # fresh partners and lam every step, as minibatch mixup
+            x, t = mixer.mix(x_all, t_all)
         order = torch.randperm(len(x), generator=gen) if len(x) > cfg.batch_rows else None
         for start in range(0, len(x), cfg.batch_rows):
             rows = slice(start, start + cfg.batch_rows) if order is None else None
@@ -121,6 +139,21 @@ def train_probe(
             loss.backward()
             opt.step()
     return Probe(weight.detach().numpy().copy(), bias.detach().numpy().copy(), center)
+
+
+class _Mixer:
+    """Draws SRRS mixup of low- with high-confidence rows for each probe step (seeded)."""
+
+    def __init__(self, targets: np.ndarray, weights: np.ndarray, cfg: ProbeConfig):
+        self.targets, self.weights, self.alpha = targets, weights, cfg.mixup_alpha
+        self.rng = np.random.default_rng(cfg.seed + 1)
+
+    def mix(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        partner = lowconf.mixup_partners(self.targets, self.weights, self.rng)  # (N,)
+        low = np.flatnonzero(partner >= 0)
+        lam = self.rng.beta(self.alpha, self.alpha, len(low)).astype(np.float32)  # (L,)
+        return lowconf.mix_rows(x, t, torch.from_numpy(low),
+                                torch.from_numpy(partner[low]), torch.from_numpy(lam))  # fmt: skip
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -24,8 +24,9 @@ import numpy as np
 
 from heads.screen import signals
 from heads.screen.config import ScreenConfig
+from heads.screen.lowconf import candidate_targets
 from heads.screen.mixture import clean_posterior
-from heads.screen.partition import Partition, build_targets, combine_scores, partition
+from heads.screen.partition import AMBIGUOUS, Partition, build_targets, combine_scores, partition
 from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
 from heads.screen.report import save_round, summarise, write_summary
 from heads.screen.verify import relabel_by_clean_probe, verify_relabels
@@ -124,6 +125,11 @@ def _screen(inputs, cfg, fixed: _Fixed, model_logits: np.ndarray):
         part = relabel_by_clean_probe(part, inputs.embed, y, fixed.voters[0],
                                       num_classes=inputs.num_classes, cfg=cfg)  # fmt: skip
     targets, weights = build_targets(y, part, p_clean, consensus, cfg=cfg)
+    if cfg.candidate_labels:  # ambiguous samples learn a candidate set (partial-label loss)
+        amb = np.flatnonzero(part.state == AMBIGUOUS)
+        targets[amb] = candidate_targets(
+            y[amb], fixed.voters[0][amb], probs[amb].argmax(1), inputs.num_classes
+        )
     return part, targets, weights, p_clean, combined, scores, consensus
 
 
