@@ -6,7 +6,6 @@ GPU around each timed call, report the median of repeats as items per second.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -83,14 +82,6 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic JSON write: a crash never leaves half a results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
 
 
 def _rss_mb() -> float:

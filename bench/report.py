@@ -9,8 +9,9 @@ import logging
 import time
 from pathlib import Path
 
-from bench.common import cpu_model, format_table, hardware, write_json
+from bench.common import cpu_model, format_table, hardware
 from bench.suite import COLUMNS, TITLES
+from engine.runs import write_json
 
 log = logging.getLogger(__name__)
 
