@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+FLIP_PRIORS = ("uniform", "size")
+
 
 @dataclass
 class NoisySet:
@@ -104,17 +106,31 @@ def _draw(rng, means, classes, sigma: float, nuisance: np.ndarray, cone: np.ndar
     return _unit(means[classes] + noise + style + cone).astype(np.float32)
 
 
-def _noisy_true_classes(rng, given, kinds, genus, num_classes) -> np.ndarray:
-    """True class of each noisy sample given its folder label and noise kind (1 or 2)."""
+def _noisy_true_classes(rng, given, kinds, genus, popularity=None) -> np.ndarray:
+    """True class of each noisy sample given its folder label and noise kind (1 or 2).
+
+    `popularity` (K,) weights the draw of the true class (None = uniform over classes).
+    """
+    num_classes = len(genus)
     true = given.copy()
     for i in np.flatnonzero(kinds > 0):
-        siblings = np.flatnonzero((genus == genus[given[i]]) & (np.arange(num_classes) != given[i]))
-        if kinds[i] == 2 and len(siblings):
-            true[i] = rng.choice(siblings)
+        others = np.arange(num_classes) != given[i]
+        siblings = others & (genus == genus[given[i]])
+        pool = siblings if kinds[i] == 2 and siblings.any() else others
+        if popularity is None:
+            true[i] = _uniform_pick(rng, pool, given[i], kinds[i] == 2 and siblings.any())
         else:
-            other = rng.integers(0, num_classes - 1)
-            true[i] = other + (other >= given[i])
+            w = popularity * pool
+            true[i] = rng.choice(num_classes, p=w / w.sum())
     return true
+
+
+def _uniform_pick(rng, pool: np.ndarray, given: int, sibling: bool) -> int:
+    # The draw order of the first version, kept so that seeded sets stay identical.
+    if sibling:
+        return int(rng.choice(np.flatnonzero(pool)))
+    other = rng.integers(0, len(pool) - 1)
+    return int(other + (other >= given))
 
 
 def make_noisy_features(
@@ -132,6 +148,7 @@ def make_noisy_features(
     cone: float = 0.45,
     test_per_class: int = 20,
     text_noise: float = 0.8,
+    flip_prior: str = "uniform",
     seed: int = 0,
 ) -> NoisySet:
     """Generate a noisy long-tailed training set and a clean balanced test set.
@@ -149,8 +166,15 @@ def make_noisy_features(
         nuisance: norm of the shared class-free variation (rank D / 16).
         test_per_class: clean test images per class.
         text_noise: noise norm of the simulated class-name text embeddings.
+        flip_prior: how the true class of a flipped image is drawn: "uniform" over the
+            (sibling) classes, the worst case for the tail (a rare species is misfiled into
+            other folders as often as a common one, so its true images outnumber its own
+            folder); or "size", in proportion to folder sizes (a species' images turn up in
+            other folders as often as it is photographed, which is what sized its folder).
         seed: everything is a function of it.
     """
+    if flip_prior not in FLIP_PRIORS:
+        raise ValueError(f"flip_prior must be one of {FLIP_PRIORS}, got {flip_prior!r}")
     if not 0 <= noise < 1:
         raise ValueError(f"noise must be in [0, 1), got {noise}")
     mix = np.asarray(noise_mix, dtype=np.float64)
@@ -174,7 +198,8 @@ def make_noisy_features(
     noisy_idx = rng.choice(len(given), size=int(round(noise * len(given))), replace=False)
     kinds[noisy_idx] = rng.choice([1, 2, 3], size=len(noisy_idx), p=mix / mix.sum())
 
-    true = _noisy_true_classes(rng, given, kinds, genus, num_classes)
+    popularity = counts.astype(np.float64) if flip_prior == "size" else None
+    true = _noisy_true_classes(rng, given, kinds, genus, popularity)
     outside = num_classes + rng.integers(0, num_outside, len(given))
     source = np.where(kinds == 3, outside, true)
     embed = _draw(rng, means, source, sigma, style, offset)

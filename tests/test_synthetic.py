@@ -47,3 +47,28 @@ def test_clip_like_cone_and_class_geometry():
         < sims[sibling].mean()
         < sims[same & ~np.eye(len(sims), dtype=bool)].mean()
     )
+
+
+def test_size_flip_prior_sends_flips_to_big_folders():
+    kw = dict(num_classes=40, dim=16, imbalance=20, max_per_class=200, noise=0.4, seed=0)
+    counts = np.bincount(make_noisy_features(**kw).labels, minlength=40)
+    share = {}
+    for prior in ("uniform", "size"):
+        d = make_noisy_features(**kw, flip_prior=prior)
+        flipped = d.true_labels[(d.noise_kind == 1) | (d.noise_kind == 2)]
+        big = counts >= np.median(counts)
+        share[prior] = np.isin(flipped, np.flatnonzero(big)).mean()
+        same_genus = (
+            d.genus[d.labels[d.noise_kind == 2]] == d.genus[d.true_labels[d.noise_kind == 2]]
+        )
+        assert same_genus.all()
+    # Uniform: big folders get about half the flipped images; by size: most of them.
+    assert abs(share["uniform"] - 0.5) < 0.1
+    assert share["size"] > 0.7
+
+
+def test_unknown_flip_prior_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="flip_prior"):
+        make_noisy_features(num_classes=10, dim=8, flip_prior="popular")
