@@ -180,17 +180,24 @@ def run_setting(classes: int, imbalance: float, noise: float, max_per_class: int
 
 
 def run(settings=None, seed: int = 0, cfg: ScreenConfig | None = None,
-        flip_prior: str = "uniform") -> list[dict]:  # fmt: skip
-    """Rows for every setting (default: MISSION) and method."""
+        flip_prior: str = "uniform", on_setting=None) -> list[dict]:  # fmt: skip
+    """Rows for every setting (default: MISSION) and method; `on_setting(rows)` after each."""
     rows = []
     for setting in tqdm(settings or MISSION, desc="settings"):
-        rows += run_setting(*setting, seed=seed, cfg=cfg and replace(cfg), flip_prior=flip_prior)
+        new = run_setting(*setting, seed=seed, cfg=cfg and replace(cfg), flip_prior=flip_prior)
+        if on_setting is not None:  # a long grid shows each setting as soon as it is done
+            on_setting(new)
+        rows += new
     return rows
 
 
-def format_rows(rows: list[dict]) -> str:
-    head = f"{'K':>5} {'imb':>4} {'noise':>5} {'N':>6}  {'method':<24} {'top1':>6} {'prec':>6} {'rec':>6}"
-    lines = [head, "-" * len(head)]
+HEADER = (
+    f"{'K':>5} {'imb':>4} {'noise':>5} {'N':>6}  {'method':<24} {'top1':>6} {'prec':>6} {'rec':>6}"
+)
+
+
+def format_rows(rows: list[dict], header: bool = True) -> str:
+    lines = [HEADER, "-" * len(HEADER)] if header else []
     for r in rows:
         pr = "".join(
             f" {100 * r[c]:6.1f}" if c in r else f" {'':>6}" for c in ("precision", "recall")
@@ -215,8 +222,9 @@ def main(argv=None) -> None:
     overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     cfg = ScreenConfig(seed=args.seed, **overrides)
     grid = GRIDS["quick" if args.quick else args.grid]
-    rows = run(grid, seed=args.seed, cfg=cfg, flip_prior=args.flip_prior)
-    print(format_rows(rows))  # the benchmark's output is its table
+    print(format_rows([]), flush=True)  # the benchmark's output is its table, setting by setting
+    run(grid, seed=args.seed, cfg=cfg, flip_prior=args.flip_prior,
+        on_setting=lambda rows: print(format_rows(rows, header=False), flush=True))  # fmt: skip
 
 
 if __name__ == "__main__":

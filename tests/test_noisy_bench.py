@@ -44,3 +44,19 @@ def test_cli_rejects_unknown_flip_prior(capsys):
     with pytest.raises(SystemExit):
         main(["--flip-prior", "popular"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_prints_each_setting_as_it_finishes(monkeypatch, capsys):
+    import bench.noisy_bench as nb
+
+    def fake_setting(classes, imbalance, noise, max_per_class, **kw):
+        base = {"classes": classes, "imbalance": imbalance, "noise": noise, "N": 7}
+        return [{**base, "method": m, "top1": 0.5} for m in METHODS]
+
+    monkeypatch.setattr(nb, "run_setting", fake_setting)
+    main(["--grid", "quick", "--flip-prior", "size"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["K", "imb", "noise", "N"]
+    body = lines[2:]
+    assert len(body) == len(GRIDS["quick"]) * len(METHODS)
+    assert all(line.rstrip().endswith("50.0") for line in body)
