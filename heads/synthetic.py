@@ -116,9 +116,10 @@ def _noisy_true_classes(rng, given, kinds, genus, popularity=None) -> np.ndarray
     for i in np.flatnonzero(kinds > 0):
         others = np.arange(num_classes) != given[i]
         siblings = others & (genus == genus[given[i]])
-        pool = siblings if kinds[i] == 2 and siblings.any() else others
+        to_sibling = kinds[i] == 2 and siblings.any()
+        pool = siblings if to_sibling else others
         if popularity is None:
-            true[i] = _uniform_pick(rng, pool, given[i], kinds[i] == 2 and siblings.any())
+            true[i] = _uniform_pick(rng, pool, given[i], to_sibling)
         else:
             w = popularity * pool
             true[i] = rng.choice(num_classes, p=w / w.sum())

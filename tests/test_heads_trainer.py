@@ -166,28 +166,15 @@ def test_checkpoint_of_other_weights_is_not_resumed(tiny, tmp_path):
     fit(data, cfg, clip=visual, checkpoint_dir=ckpt)
     weights = np.ones(len(labels), dtype=np.float32)
     weights[:6] = 0.0
-    seen = []
-    fit(
-        data,
-        cfg,
-        None,
-        weights,
-        clip=visual,
-        checkpoint_dir=ckpt,
-        on_epoch=lambda e, m: seen.append(e),
-    )
-    assert seen == list(range(cfg.epochs))  # every epoch ran again
-    seen.clear()
-    fit(
-        data,
-        cfg,
-        None,
-        weights,
-        clip=visual,
-        checkpoint_dir=ckpt,
-        on_epoch=lambda e, m: seen.append(e),
-    )
-    assert seen == []  # same inputs as the finished run: nothing left to do
+
+    def epochs_run() -> list[int]:
+        seen = []
+        fit(data, cfg, None, weights, clip=visual, checkpoint_dir=ckpt,
+            on_epoch=lambda e, m: seen.append(e))  # fmt: skip
+        return seen
+
+    assert epochs_run() == list(range(cfg.epochs))  # every epoch ran again
+    assert epochs_run() == []  # same inputs as the finished run: nothing left to do
 
 
 def test_zarr_store_equals_in_memory(tiny, tmp_path):
