@@ -12,6 +12,7 @@ METHODS = [
     "cleanlab + CE (trainer)",
     "engine train alone",
     "engine + screening",
+    "perfect screening",
     "oracle (clean labels)",
 ]
 
@@ -23,6 +24,7 @@ def test_every_method_scored_on_a_tiny_set():
     assert all(0 <= v <= 1 for v in top1.values())
     # Clean labels are worth more than noisy ones even on 12 classes.
     assert top1["oracle (clean labels)"] > top1["CE (engine trainer)"]
+    assert top1["perfect screening"] > top1["CE (engine trainer)"]
     for r in rows:
         if "cleanlab" in r["method"] or r["method"] == "engine + screening":
             assert 0 < r["precision"] <= 1 and 0 < r["recall"] <= 1
