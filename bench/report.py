@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.common import cpu_model, format_table, hardware
 from bench.suite import COLUMNS, TITLES
-from engine.runs import write_json
+from engine.jsonfile import write_json
 
 log = logging.getLogger(__name__)
 

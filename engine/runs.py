@@ -1,7 +1,7 @@
 """Run folders: `work/runs/<name>/` with config.json, metrics, model.pt and a `latest` pointer.
 
     run = make_run_dir(Path("work/runs"), name=None)        # work/runs/20250101-120000
-    write_json(run / "config.json", config)
+    write_json(run / "config.json", config)                 # engine.jsonfile: atomic
     append_jsonl(run / "metrics.jsonl", {"epoch": 0, ...})
     point_latest(run)                                        # work/runs/latest -> <name>
 
@@ -16,18 +16,6 @@ import time
 from pathlib import Path
 
 LATEST = "latest"
-
-
-def write_json(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -7,7 +7,6 @@ manifest["num_samples"], manifest["classes"]
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from engine.errors import UserError
@@ -15,18 +14,6 @@ from engine.errors import UserError
 FORMAT = "engine.shards/1"
 MANIFEST_NAME = "manifest.json"
 REQUIRED_KEYS = ("format", "labeled", "classes", "shard_size", "shards", "num_samples")
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_manifest(shard_dir: Path) -> dict:

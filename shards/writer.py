@@ -24,10 +24,11 @@ import webdataset as wds
 from tqdm import tqdm
 
 from engine.errors import UserError
+from engine.jsonfile import write_json
 from shards.config import ShardConfig
 from shards.index import write_dali_index
 from shards.keys import make_key
-from shards.manifest import FORMAT, MANIFEST_NAME, write_json_atomic
+from shards.manifest import FORMAT, MANIFEST_NAME
 from shards.repair import Prepared, prepare_image
 from shards.sources import Source, SourceListing, fingerprint, list_sources
 
@@ -72,7 +73,7 @@ def pack(src: Path, out: Path, cfg: ShardConfig) -> dict:
             f"no readable image in {src}: all {len(listing.files)} files were rejected "
             f"(first: {manifest['rejected'][0]['path']}: {manifest['rejected'][0]['reason']})"
         )
-    write_json_atomic(out / MANIFEST_NAME, manifest)
+    write_json(out / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -258,7 +259,7 @@ def finish_shard(builder: ShardBuilder) -> dict:
     os.replace(builder.tmp_tar, out / f"{name}.tar")
     state = {**builder.state(), "tar_size": (out / f"{name}.tar").stat().st_size}
     (out / PROGRESS_DIR).mkdir(exist_ok=True)
-    write_json_atomic(out / PROGRESS_DIR / f"{name}.json", state)
+    write_json(out / PROGRESS_DIR / f"{name}.json", state)
     return state
 
 

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from engine.jsonfile import write_json
 from engine.report import TITLES, build_figure, load_run, write_report
-from engine.runs import append_jsonl, write_json
+from engine.runs import append_jsonl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

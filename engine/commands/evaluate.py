@@ -58,7 +58,7 @@ def train_counts_from(path: Path) -> dict[str, float]:
 )
 def command(pred: Path, labels: Path, train_counts: Path | None, json_out: Path | None):
     """Top-1, balanced and per-class accuracy of PRED against LABELS."""
-    from engine.runs import write_json
+    from engine.jsonfile import write_json
     from heads.metrics import evaluate, format_report
 
     counts = train_counts_from(train_counts) if train_counts else None

@@ -145,7 +145,8 @@ def default_loss(rounds: int) -> str:
 
 def run_training(settings: dict, out: Path | None = None) -> Path:
     """The whole `engine train` from merged settings; returns the run folder."""
-    from engine.runs import append_jsonl, make_run_dir, point_latest, write_json
+    from engine.jsonfile import write_json
+    from engine.runs import append_jsonl, make_run_dir, point_latest
     from heads.config import TrainConfig
     from heads.data import load_features
     from heads.export import save_model

@@ -8,12 +8,11 @@ float32, `proposed.npy` (N,) int64 (-1 = dropped), `target.npz` (sparse soft tar
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from engine.jsonfile import write_json
 from heads.screen.partition import STATES
 
 
@@ -43,12 +42,6 @@ def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     return out
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
 def save_round(out_dir: Path, r: int, *, state, weights, targets, proposed, labels) -> None:
     """Write one round's per-sample arrays and per-class state counts."""
     folder = Path(out_dir) / f"round_{r}"
@@ -63,7 +56,7 @@ def save_round(out_dir: Path, r: int, *, state, weights, targets, proposed, labe
     num_classes = targets.shape[1]
     per_class = np.zeros((num_classes, len(STATES)), np.int64)
     np.add.at(per_class, (labels, state), 1)
-    _atomic_json(
+    write_json(
         folder / "class_counts.json",
         {"states": list(STATES), "counts": per_class.tolist()},
     )
@@ -78,4 +71,4 @@ def load_targets(path: Path) -> np.ndarray:
 
 
 def write_summary(out_dir: Path, rounds: list[dict]) -> None:
-    _atomic_json(Path(out_dir) / "summary.json", {"rounds": rounds})
+    write_json(Path(out_dir) / "summary.json", {"rounds": rounds})
