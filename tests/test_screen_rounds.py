@@ -126,3 +126,21 @@ def test_cli_help_and_show(tmp_path, data):
     bad = runner.invoke(main, ["screen", "--features", str(tmp_path / "s.zarr"),
                                "--class-names", str(names), "--out", str(tmp_path / "o3")])  # fmt: skip
     assert bad.exit_code == 1 and "has 1 names but the store has 20" in bad.output
+
+
+def test_device_reaches_the_probe_and_is_checked():
+    assert ScreenConfig(device="cpu").probe.device == "cpu"
+    assert ScreenConfig(device="cuda:1", probe={"steps": 3}).probe.device == "cuda:1"
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
+        ScreenConfig(device="tpu")
+    res = CliRunner().invoke(main, ["screen", "--device", "tpu"])
+    assert res.exit_code == 2 and "--device" in res.output
+
+
+@pytest.mark.gpu
+def test_screening_on_cuda_matches_the_cpu(data, screened):
+    """kNN, probe and partition on the GPU: the same states as on the CPU, bar float ties."""
+    inputs = ScreenInputs(data.embed, data.labels, 20, data.text_embed)
+    on_gpu = run_screening(inputs, ScreenConfig(rounds=2, probe=FAST, device="cuda"))
+    on_cpu = run_screening(inputs, ScreenConfig(rounds=2, probe=FAST, device="cpu"))
+    assert (on_gpu.state == on_cpu.state).mean() >= 0.99

@@ -33,6 +33,14 @@ def test_torch_fallback_matches_faiss(monkeypatch):
     np.testing.assert_array_equal(np.sort(faiss_idx, 1), np.sort(torch_idx, 1))
 
 
+@pytest.mark.gpu
+def test_cuda_search_matches_faiss():
+    faiss_idx, faiss_sim = signals.nearest_neighbours(EMBED, k=3, device="cpu")
+    cuda_idx, cuda_sim = signals.nearest_neighbours(EMBED, k=3, block=2, device="cuda")
+    np.testing.assert_array_equal(np.sort(faiss_idx, 1), np.sort(cuda_idx, 1))
+    np.testing.assert_allclose(cuda_sim, faiss_sim, atol=1e-3)  # TF32 products on the GPU
+
+
 def test_knn_votes_flag_the_mislabeled_sample():
     idx, sim = signals.nearest_neighbours(EMBED, k=3)
     votes = signals.knn_label_votes(idx, sim, LABELS, num_classes=2)
@@ -101,6 +109,23 @@ def test_probe_ignores_a_shared_offset():
     probe = train_probe(coned[:3].tolist() + coned[4:].tolist(), one_hot(np.array([0, 0, 0, 1, 1, 1]), 2),
                         np.ones(6, np.float32), cfg=ProbeConfig(steps=10))  # fmt: skip
     assert probe.predict_logits(coned).argmax(1).tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("options", [{}, {"batch_rows": 3}, {"mixup_alpha": 0.4}])
+def test_probe_on_cuda_matches_the_cpu(options):
+    """Same batches (CPU-drawn order and mixup) on both devices: the same weights, to TF32."""
+    from heads.screen.probe import train_probe
+
+    rng = np.random.default_rng(0)
+    x = unit(rng.standard_normal((64, 8)).astype(np.float32))
+    y = rng.integers(0, 4, 64)
+    soft = one_hot(y, 4) * 0.8 + 0.05  # soft rows: mixup has low-confidence samples to mix
+    args = (x, soft, np.ones(64, np.float32))
+    cpu = train_probe(*args, cfg=ProbeConfig(steps=10, device="cpu", **options))
+    gpu = train_probe(*args, cfg=ProbeConfig(steps=10, device="cuda", **options))
+    np.testing.assert_allclose(gpu.weight, cpu.weight, atol=2e-3)
+    np.testing.assert_allclose(gpu.predict_logits(x), cpu.predict_logits(x), atol=2e-2)
 
 
 def test_calibration_subset_is_balanced_and_most_trusted():

@@ -81,7 +81,9 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 @click.option("--text-embed", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="(K, D) .npy of class text embeddings for the zero-shot signal.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
-def command(store_path, rounds, out_dir, show, class_names, text_embed, seed):
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
+def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device):
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from features.store import open_store
     from heads.screen import ScreenConfig, run_screening
@@ -89,7 +91,8 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, seed):
     store = open_store(store_path, model=None)
     inputs = _inputs(store, text_embed)
     names = _class_names(class_names, store.classes)
-    result = run_screening(inputs, ScreenConfig(rounds=rounds, seed=seed), None, out_dir)
+    cfg = ScreenConfig(rounds=rounds, seed=seed, device=device)
+    result = run_screening(inputs, cfg, None, out_dir)
     last = result.rounds[-1]["all"]
     click.echo(
         f"screened {len(inputs.labels)} samples in {len(result.rounds) - 1} rounds: "

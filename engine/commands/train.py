@@ -291,10 +291,9 @@ def _call_screening(run_screening, settings, data, store, cfg, clip, head_init, 
     rows = np.arange(data.num_samples)
     embed = read_rows(data.embed, None, rows).astype(np.float32)  # (N, D)
     inputs = ScreenInputs(embed, data.labels, num_classes=len(data.classes), text_embed=head_init)
-    screen_cfg = ScreenConfig(
-        **{**settings.get("screen", {}), "rounds": int(settings["rounds"]), "seed": cfg.seed}
-    )
-    settings["screen"] = {k: v for k, v in vars(screen_cfg).items() if k not in ("rounds", "seed")}
+    own = {"rounds": int(settings["rounds"]), "seed": cfg.seed, "device": cfg.device}
+    screen_cfg = ScreenConfig(**{**settings.get("screen", {}), **own})  # run-wide keys win
+    settings["screen"] = {k: v for k, v in vars(screen_cfg).items() if k not in own}
     train_fn = make_train_fn(data, cfg, clip, head_init)
     return run_screening(inputs, screen_cfg, train_fn, run / "rounds")
 

@@ -98,11 +98,17 @@ class ScreenConfig:
     # changes the targets an external train_fn gets (ambiguous rows uniform over candidates).
     candidate_labels: bool = False
     seed: int = 0
+    # Where the kNN search and the round-0 probe run: "auto" (CUDA when present), "cpu" or
+    # "cuda[:i]". Sets probe.device. Rounds >= 1 run on the student's own device.
+    device: str = "auto"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def __post_init__(self):
         if isinstance(self.probe, dict):
             self.probe = ProbeConfig(**self.probe)
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:i], got {self.device!r}")
+        self.probe = replace(self.probe, device=self.device)
         if self.mixup_low_confidence:
             self.probe = replace(self.probe, mixup_alpha=self.mixup_alpha)
         if self.candidate_labels:

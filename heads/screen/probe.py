@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from heads.screen import lowconf
+from heads.tensors import resolve_device
 
 LOSSES = ("ce", "gce")
 
@@ -50,6 +51,9 @@ class ProbeConfig:
     # candidates' probabilities) instead of CE (see ScreenConfig.candidate_labels).
     partial_label: bool = False
     seed: int = 0
+    # "auto" (CUDA when present), "cpu" or "cuda[:i]": where the probe trains. At 300k x 1500
+    # one fold's full-batch step is ~1 TFLOP: seconds on a GPU, minutes on a CPU.
+    device: str = "auto"
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -113,23 +117,26 @@ def train_probe(
     weights = np.asarray(weights, np.float32)
     if embed.shape[0] != targets.shape[0] or weights.shape != (embed.shape[0],):
         raise ValueError(f"shapes disagree: {embed.shape}, {targets.shape}, {weights.shape}")
+    device = resolve_device(cfg.device)
     center = embed.mean(0)  # (D,)
     embed = center_features(embed, center)
     mass = (targets * weights[:, None]).sum(0)  # (K,)
     prior = (mass + 1e-3) / (mass + 1e-3).sum()
-    weight = torch.from_numpy(prototypes(embed, targets, weights) * cfg.init_scale)
-    weight.requires_grad_(True)
-    bias = torch.zeros(targets.shape[1], requires_grad=True)
-    adjust = torch.from_numpy(cfg.logit_adjust * np.log(prior).astype(np.float32))  # (K,)
-    x, t, w = map(torch.from_numpy, (embed, targets, weights))
+    init = prototypes(embed, targets, weights) * cfg.init_scale  # (K, D)
+    weight = torch.from_numpy(init).to(device).requires_grad_(True)
+    bias = torch.zeros(targets.shape[1], device=device, requires_grad=True)
+    adjust = torch.from_numpy(cfg.logit_adjust * np.log(prior).astype(np.float32)).to(device)
+    x, t, w = (torch.from_numpy(a).to(device) for a in (embed, targets, weights))
     opt = torch.optim.Adam([weight, bias], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU draws: same batches on every device
     mixer = _Mixer(targets, weights, cfg) if cfg.mixup_alpha else None
     x_all, t_all = x, t
     for _ in range(cfg.steps):
         if mixer is not None:  # fresh partners and lam every step, as minibatch mixup
             x, t = mixer.mix(x_all, t_all)
-        order = torch.randperm(len(x), generator=gen) if len(x) > cfg.batch_rows else None
+        order = None
+        if len(x) > cfg.batch_rows:
+            order = torch.randperm(len(x), generator=gen).to(device)
         for start in range(0, len(x), cfg.batch_rows):
             rows = slice(start, start + cfg.batch_rows) if order is None else None
             rows = rows if rows is not None else order[start : start + cfg.batch_rows]
@@ -138,7 +145,7 @@ def train_probe(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    return Probe(weight.detach().numpy().copy(), bias.detach().numpy().copy(), center)
+    return Probe(weight.detach().cpu().numpy().copy(), bias.detach().cpu().numpy().copy(), center)
 
 
 class _Mixer:
@@ -152,8 +159,8 @@ class _Mixer:
         partner = lowconf.mixup_partners(self.targets, self.weights, self.rng)  # (N,)
         low = np.flatnonzero(partner >= 0)
         lam = self.rng.beta(self.alpha, self.alpha, len(low)).astype(np.float32)  # (L,)
-        return lowconf.mix_rows(x, t, torch.from_numpy(low),
-                                torch.from_numpy(partner[low]), torch.from_numpy(lam))  # fmt: skip
+        low, partner, lam = (torch.from_numpy(a).to(x.device) for a in (low, partner[low], lam))
+        return lowconf.mix_rows(x, t, low, partner, lam)
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -81,7 +81,9 @@ class _Fixed:
 def frozen_signals(inputs: ScreenInputs, cfg: ScreenConfig) -> _Fixed:
     """kNN agreement, prototype margin and zero-shot agreement from the frozen embeddings."""
     x, y, k = inputs.embed, inputs.labels, inputs.num_classes
-    nbr_idx, nbr_sim = signals.nearest_neighbours(x, k=min(cfg.knn_k, len(y) - 1))
+    nbr_idx, nbr_sim = signals.nearest_neighbours(
+        x, k=min(cfg.knn_k, len(y) - 1), device=cfg.device
+    )
     votes = signals.knn_label_votes(
         nbr_idx, nbr_sim, y, num_classes=k, temperature=cfg.knn_temperature
     )
