@@ -1,6 +1,8 @@
 """Speed of one screening round (`heads.screen`) next to cleanlab on the same features.
 
     python -m bench.screen_speed --classes 200 --max-per-class 100
+    python -m bench.screen_speed --classes 1500 --max-per-class 200 --imbalance 1 \
+        --device cuda --no-baseline --repeats 1        # issue 5's target: 300k x 1500, <= 30 s
 
 Input: `heads.synthetic.make_noisy_features` (CLIP-like unit vectors, 512 wide, long tail,
 40% noise). Engine: `run_screening` with `rounds=0`, i.e. round 0: kNN votes, trimmed
@@ -22,19 +24,18 @@ from bench.common import rate, time_call
 log = logging.getLogger(__name__)
 
 
-def _inputs(num_classes: int, max_per_class: int, dim: int, seed: int):
+def _inputs(num_classes: int, max_per_class: int, dim: int, seed: int, imbalance: float):
     from heads.screen import ScreenInputs
     from heads.synthetic import make_noisy_features
 
-    data = make_noisy_features(
-        num_classes=num_classes, dim=dim, max_per_class=max_per_class, noise=0.4, seed=seed
-    )
+    data = make_noisy_features(num_classes=num_classes, dim=dim, max_per_class=max_per_class,
+                               imbalance=imbalance, noise=0.4, seed=seed)  # fmt: skip
     return ScreenInputs(
         data.embed, data.labels, num_classes=num_classes, text_embed=data.text_embed
     )
 
 
-def _baseline(inputs):
+def _baseline(inputs, device: str):
     """(name, fn): 5-fold probe probabilities + cleanlab, or the probe alone."""
     from heads.screen import ScreenConfig
     from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
@@ -44,7 +45,7 @@ def _baseline(inputs):
     except ImportError:  # cleanlab is a dev dependency: fall back to the plain probe
         find_label_issues = None
     y, k = inputs.labels, inputs.num_classes
-    train_fn = probe_train_fn(inputs.embed, ScreenConfig().probe)
+    train_fn = probe_train_fn(inputs.embed, ScreenConfig(device=device).probe)
 
     def fn():
         logits = cross_fit_logits(
@@ -65,20 +66,30 @@ def run(
     dim: int = 512,
     repeats: int = 3,
     seed: int = 0,
+    *,
+    imbalance: float = 10.0,
+    device: str = "auto",
+    baseline: bool = True,
 ) -> list[dict]:
-    """One row: screening round 0 samples/s, and the baseline's, on the same features."""
+    """One row: screening round 0 samples/s and seconds, and the baseline's, on the same
+    features (`baseline=False` skips cleanlab, which is CPU-bound at 300k x 1500)."""
     from heads.screen import ScreenConfig, run_screening
 
-    inputs = _inputs(num_classes, max_per_class, dim, seed)
+    inputs = _inputs(num_classes, max_per_class, dim, seed, imbalance)
     n = len(inputs.labels)
-    engine_s = time_call(lambda: run_screening(inputs, ScreenConfig(rounds=0)), repeats=repeats)
-    base_name, base_fn = _baseline(inputs)
-    base_s = time_call(base_fn, repeats=repeats)
+    cfg = ScreenConfig(rounds=0, device=device)
+    engine_s = time_call(lambda: run_screening(inputs, cfg), repeats=repeats)
+    base_name, base_s = "none", 0.0
+    if baseline:
+        base_name, base_fn = _baseline(inputs, device)
+        base_s = time_call(base_fn, repeats=repeats)
     return [
         {
             "backend": "heads.screen round 0",
             "samples": n,
             "classes": num_classes,
+            "device": device,
+            "seconds": engine_s,
             "samples_per_s": rate(n, engine_s),
             "baseline": base_name,
             "baseline_samples_per_s": rate(n, base_s),
@@ -90,9 +101,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--max-per-class", type=int, default=40)
+    parser.add_argument("--imbalance", type=float, default=10.0,
+                        help="largest / smallest folder (1: every class max-per-class)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
+    parser.add_argument("--no-baseline", action="store_true", help="skip cleanlab")
     args = parser.parse_args()
-    for row in run(args.classes, args.max_per_class, repeats=args.repeats):
+    rows = run(args.classes, args.max_per_class, repeats=args.repeats,
+               imbalance=args.imbalance, device=args.device, baseline=not args.no_baseline)  # fmt: skip
+    for row in rows:
         print(row)
 
 
