@@ -159,3 +159,35 @@ def test_mixture_finds_a_thin_noisy_tail_without_splitting_the_clean_bulk():
     labels = np.tile(np.arange(10), 100)
     p = clean_posterior(score, labels, num_classes=10)
     assert (p[:900] >= 0.5).mean() > 0.97 and (p[900:] < 0.5).all()
+
+
+def test_blocked_passes_give_the_same_floats_as_the_plain_numpy():
+    """softmax, kNN votes and the consensus mean over many row blocks, against the one-pass
+    NumPy they replace (bit for bit: screening stays reproducible across versions)."""
+    from heads.screen.rounds import _mean_of
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((9000, 37)).astype(np.float32) * 5  # 3 blocks of 4096
+    z = logits / 0.3
+    z = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_array_equal(
+        signals.softmax(logits, temperature=0.3), z / z.sum(1, keepdims=True)
+    )
+    labels = rng.integers(0, 37, 9000)
+    nbr = rng.integers(0, 9000, (9000, 6))  # repeated labels among a row's neighbours
+    sim = -np.sort(-rng.random((9000, 6)).astype(np.float32), axis=1)
+    want = np.zeros((9000, 37), np.float32)
+    w = np.exp((sim - sim[:, :1]) / 0.05)
+    np.add.at(want, (np.repeat(np.arange(9000), 6), labels[nbr].ravel()), w.ravel())
+    got = signals.knn_label_votes(nbr, sim, labels, num_classes=37)
+    np.testing.assert_array_equal(got, want / want.sum(1, keepdims=True))
+    parts = [signals.softmax(rng.standard_normal((50, 4)).astype(np.float32)) for _ in range(3)]
+    np.testing.assert_array_equal(_mean_of(*parts), np.mean(parts, axis=0))
+
+
+def test_row_block_errors_reach_the_caller():
+    def fail(rows):
+        raise RuntimeError(f"bad block {rows.start}")
+
+    with pytest.raises(RuntimeError, match="bad block"):
+        signals.for_row_blocks(fail, 10)
