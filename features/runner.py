@@ -2,7 +2,8 @@
 
 On CUDA: bf16 autocast (the H100's tensor cores; tokens are stored as fp16, whose 10-bit
 mantissa holds bf16's 7 bits exactly, and whose range holds ViT-B/32's activations), images in
-channels_last for the patch-embedding convolution, optionally `torch.compile`. On the CPU:
+channels_last for the patch-embedding convolution, optionally `torch.compile` (with the short
+last batch padded, so that it compiles once). On the CPU:
 plain fp32, which is what the tests compare with open_clip.
 
     runner = TrunkRunner(clip.model.visual, depth=2, device=torch.device("cpu"))
@@ -29,6 +30,9 @@ class TrunkRunner:
         device: where to compute.
         compile: wrap the trunk in `torch.compile` (CUDA only; minutes of warm-up).
         keep_tokens: return the tokens (False for depth-0 stores, which keep only `embed`).
+        pad_batches: run a short batch (the last one) padded to the largest batch seen, so
+            the compiled trunk sees one shape; default: on exactly when compiling. Without it
+            the short batch costs a second compilation, as long as the first.
     """
 
     def __init__(
@@ -38,6 +42,7 @@ class TrunkRunner:
         device: torch.device,
         compile: bool = False,
         keep_tokens: bool = True,
+        pad_batches: bool | None = None,
     ):
         visual.to(device).eval().requires_grad_(False)
         self.trunk, self.tail = split_visual(visual, depth)
@@ -45,6 +50,9 @@ class TrunkRunner:
         self.cuda = device.type == "cuda"
         self.keep_tokens = keep_tokens
         self.trunk_fn = self.trunk
+        self.compiled = compile and self.cuda
+        self.pad_batches = self.compiled if pad_batches is None else pad_batches
+        self._rows = 0  # largest V*B seen: the shape a padded batch takes
         if self.cuda:
             self.trunk.conv1.to(memory_format=torch.channels_last)
             if compile:
@@ -62,11 +70,21 @@ class TrunkRunner:
         x = images.to(self.device, non_blocking=True).flatten(0, 1)  # (V*B, 3, 224, 224)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
+        rows = x.shape[0]
         with self._autocast():
-            tokens = self.trunk_fn(x)  # (V*B, 50, 768)
+            tokens = self.trunk_fn(self._padded(x))[:rows]  # (V*B, 50, 768)
             features = self.tail(tokens[:batch])  # (B, 512), view 0 only
         embed = F.normalize(features.float(), dim=-1)  # (B, 512)
         return embed, tokens.unflatten(0, (views, batch))  # (V, B, 50, 768)
+
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` (R, ...) with copies of its last row appended up to the largest R seen (each
+        image is computed on its own, so the padding changes no other row)."""
+        self._rows = max(self._rows, x.shape[0])
+        if not self.pad_batches or x.shape[0] == self._rows:
+            return x
+        pad = x[-1:].expand(self._rows - x.shape[0], *x.shape[1:])
+        return torch.cat([x, pad])
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Host NumPy fp16: embed (B, 512) and tokens (V, B, 50, 768) or None."""

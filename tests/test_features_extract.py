@@ -110,6 +110,24 @@ def test_tokens_and_embed_equal_a_direct_pass(labeled, reference):
     assert not np.array_equal(store.tokens(0, [3]), store.tokens(1, [3]))  # view 1 is a crop
 
 
+def test_padded_short_batch_gives_the_rows_it_would_alone():
+    """With pad_batches (on whenever the trunk is compiled), a short last batch is run at the
+    full batch's shape; its rows equal an unpadded pass and the padding is cut off."""
+    images = torch.randn(2, 5, 3, 224, 224)  # (V, B, ...)
+    padded = runner_module.TrunkRunner(tiny_clip().model.visual, 2, torch.device("cpu"),
+                                       pad_batches=True)  # fmt: skip
+    plain = runner_module.TrunkRunner(tiny_clip().model.visual, 2, torch.device("cpu"))
+    assert not plain.pad_batches  # off unless compiling
+    seen = []
+    padded.trunk_fn = lambda x: seen.append(x.shape[0]) or padded.trunk(x)
+    padded(images)  # a full batch: 10 rows
+    embed, tokens = padded(images[:, :3])  # the short last batch: 6 rows, run as 10
+    want_embed, want_tokens = plain(images[:, :3])
+    assert seen == [10, 10] and tokens.shape == (2, 3, 50, 64)
+    np.testing.assert_allclose(tokens, want_tokens, atol=1e-3)
+    np.testing.assert_allclose(embed, want_embed, atol=1e-3)
+
+
 def test_embeddings_equal_open_clip_on_the_original_files(tmp_path):
     """The real ViT-B/32: store embeddings vs open_clip's own preprocess + encode_image."""
     files = write_images(tmp_path / "src", 3, size=(300, 260))
