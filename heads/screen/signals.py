@@ -45,8 +45,15 @@ def for_row_blocks(fn, num_rows: int) -> None:
     """Call `fn(rows)` for blocks of rows on all cores (NumPy releases the GIL in its loops):
     at 300k x 1500 one (N, K) pass is 1.8 GB, seconds on one core."""
     blocks = [slice(lo, lo + _BLOCK_ROWS) for lo in range(0, num_rows, _BLOCK_ROWS)]
-    with ThreadPoolExecutor(max(1, min(len(blocks), len(os.sched_getaffinity(0))))) as pool:
+    with ThreadPoolExecutor(max(1, min(len(blocks), _cores()))) as pool:
         list(pool.map(fn, blocks))  # list(): re-raise the first error of any block
+
+
+def _cores() -> int:
+    """Cores this process may use (its CPU affinity where the OS reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def softmax(logits: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
@@ -70,7 +77,7 @@ def nearest_neighbours(
     """Exact k nearest neighbours by cosine similarity, excluding the sample itself.
 
     On a CUDA `device` ("auto" picks CUDA when present): blocked matrix products in torch
-    (300k x 300k x 512 is ~90 TFLOP: a second on an H100, minutes for faiss on a CPU). On the
+    (300k x 300k x 512 is ~90 TFLOP: seconds on an H100, minutes for faiss on a CPU). On the
     CPU: faiss `IndexFlatIP` (exact inner product) when installed, else the same torch
     products. Returns (N, k) int64 indices and (N, k) float32 similarities, most similar first.
     """
