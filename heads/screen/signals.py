@@ -104,6 +104,7 @@ def _torch_knn(embed: np.ndarray, k: int, block: int, device) -> tuple[np.ndarra
     import torch
 
     base = torch.from_numpy(embed).to(device)  # (N, D)
+    block = min(block, max(256, (1 << 29) // len(base)))  # a (block, N) similarity <= 2 GB
     sims, idxs = [], []
     for start in range(0, len(base), block):
         s, i = (base[start : start + block] @ base.T).topk(k, dim=1)  # (B, k)
