@@ -27,7 +27,7 @@ def _read(path: Path) -> dict[str, str]:
 
 def train_counts_from(path: Path) -> dict[str, float]:
     """Class id -> training count from a shard manifest.json (class_counts)."""
-    from engine.runs import read_json
+    from engine.jsonfile import read_json
     from heads.predict import class_id
 
     manifest = read_json(path)
