@@ -50,8 +50,7 @@ class TrunkRunner:
         self.cuda = device.type == "cuda"
         self.keep_tokens = keep_tokens
         self.trunk_fn = self.trunk
-        self.compiled = compile and self.cuda
-        self.pad_batches = self.compiled if pad_batches is None else pad_batches
+        self.pad_batches = (compile and self.cuda) if pad_batches is None else pad_batches
         self._rows = 0  # largest V*B seen: the shape a padded batch takes
         if self.cuda:
             self.trunk.conv1.to(memory_format=torch.channels_last)

@@ -258,8 +258,7 @@ def finish_shard(builder: ShardBuilder) -> dict:
     os.replace(tmp_idx, out / f"{name}.idx")
     os.replace(builder.tmp_tar, out / f"{name}.tar")
     state = {**builder.state(), "tar_size": (out / f"{name}.tar").stat().st_size}
-    (out / PROGRESS_DIR).mkdir(exist_ok=True)
-    write_json(out / PROGRESS_DIR / f"{name}.json", state)
+    write_json(out / PROGRESS_DIR / f"{name}.json", state)  # creates PROGRESS_DIR
     return state
 
 

@@ -21,6 +21,12 @@ from heads.screen.probe import fold_ids, one_hot, train_probe
 from heads.screen.signals import softmax
 
 
+def _probe_on(rows: np.ndarray, embed, labels, num_classes: int, cfg: ScreenConfig):
+    """The screening probe trained on `rows` (clean samples) with their given labels."""
+    return train_probe(embed[rows], one_hot(labels[rows], num_classes),
+                       np.ones(rows.size, np.float32), cfg=cfg.probe)  # fmt: skip
+
+
 def verify_relabels(
     part: Partition, embed: np.ndarray, labels: np.ndarray, *, num_classes: int, cfg: ScreenConfig
 ) -> Partition:
@@ -36,8 +42,7 @@ def verify_relabels(
         judged = moved[ids[moved] == fold]
         if judged.size == 0 or train.size == 0:
             continue
-        probe = train_probe(embed[train], one_hot(labels[train], num_classes),
-                            np.ones(train.size, np.float32), cfg=cfg.probe)  # fmt: skip
+        probe = _probe_on(train, embed, labels, num_classes, cfg)
         verdict = probe.predict_logits(embed[judged]).argmax(1)  # (m,)
         rejected = judged[verdict != proposed[judged]]
         state[rejected], proposed[rejected] = DROPPED, -1
@@ -64,8 +69,7 @@ def relabel_by_clean_probe(
     train = np.flatnonzero(part.state == CLEAN)
     if judged.size == 0 or train.size == 0:
         return part
-    probe = train_probe(embed[train], one_hot(labels[train], num_classes),
-                        np.ones(train.size, np.float32), cfg=cfg.probe)  # fmt: skip
+    probe = _probe_on(train, embed, labels, num_classes, cfg)
     probs = softmax(probe.predict_logits(embed[judged]))  # (m, K)
     best = probs.argmax(1)
     move = (
