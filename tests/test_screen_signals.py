@@ -162,8 +162,9 @@ def test_mixture_finds_a_thin_noisy_tail_without_splitting_the_clean_bulk():
 
 
 def test_blocked_passes_give_the_same_floats_as_the_plain_numpy():
-    """softmax, kNN votes and the consensus mean over many row blocks, against the one-pass
-    NumPy they replace (bit for bit: screening stays reproducible across versions)."""
+    """softmax and the consensus mean over many row blocks against the one-pass NumPy they
+    replace, and kNN votes against np.add.at by hand (bit for bit: screening stays
+    reproducible across versions)."""
     from heads.screen.rounds import _mean_of
 
     rng = np.random.default_rng(0)
