@@ -55,8 +55,41 @@ def test_robust_prototypes_ignore_the_outlier():
     # Class 1 has 4 members; trimming 1 drops sample 3 (the x-axis one), leaving the y cluster.
     assert protos[1] @ np.array([0, 1]) > 0.999
     np.testing.assert_array_equal(protos[2], 0)  # empty class: zero row
-    margin = signals.prototype_margin(EMBED, LABELS, protos[:2])
+    margin, nearest = signals.prototype_scores(EMBED, LABELS, protos[:2])
     assert margin[3] < -0.9 and (np.delete(margin, 3) > 0.9).all()
+    assert nearest.tolist() == [0, 0, 0, 0, 1, 1, 1]
+
+
+def test_prototypes_are_trimmed_class_means():
+    """Exact values against a NumPy reference: mean of the (1 - trim) most central members."""
+    rng = np.random.default_rng(1)
+    x = unit(rng.standard_normal((40, 6)))
+    y = rng.integers(0, 5, 40)
+    got = signals.robust_prototypes(x, y, num_classes=5, trim=0.5)
+    for c in range(5):
+        members = x[y == c]
+        first = members.sum(0) / np.linalg.norm(members.sum(0))
+        central = members[np.argsort(-(members @ first))[: int(np.ceil(len(members) / 2))]]
+        np.testing.assert_allclose(got[c], unit(central.sum(0, keepdims=True))[0], atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_signals_on_cuda_match_the_cpu():
+    rng = np.random.default_rng(2)
+    x = unit(rng.standard_normal((3000, 16)))
+    y = rng.integers(0, 30, 3000)
+    text = unit(rng.standard_normal((30, 16)))
+    idx, sim = signals.nearest_neighbours(x, k=5, device="cpu")
+    for name, fn in {
+        "votes": lambda d: signals.knn_label_votes(idx, sim, y, num_classes=30, device=d),
+        "protos": lambda d: signals.robust_prototypes(x, y, num_classes=30, device=d),
+        "zero_shot": lambda d: signals.zero_shot_probs(x, text, device=d),
+    }.items():
+        np.testing.assert_allclose(fn("cuda"), fn("cpu"), atol=1e-3, err_msg=name)
+    protos = signals.robust_prototypes(x, y, num_classes=30, device="cpu")
+    cpu, gpu = (signals.prototype_scores(x, y, protos, device=d) for d in ("cpu", "cuda"))
+    np.testing.assert_allclose(gpu[0], cpu[0], atol=1e-3)
+    assert (gpu[1] == cpu[1]).mean() > 0.99  # near-ties may flip under TF32
 
 
 def test_zero_shot_and_loss():
@@ -80,6 +113,34 @@ def test_mixture_separates_two_modes_per_class():
     labels = np.repeat([0, 1], 50)
     p = clean_posterior(score, labels, num_classes=2)
     assert (p[:80] > 0.9).all() and (p[80:] < 0.1).all()
+
+
+def test_probe_starts_as_the_nearest_class_mean():
+    """Zero steps: weights are init_scale x unit class means of the centred features."""
+    from heads.screen.probe import train_probe
+
+    rng = np.random.default_rng(3)
+    x = unit(rng.standard_normal((30, 5)))
+    y = np.arange(30) % 3
+    w = rng.random(30).astype(np.float32)
+    probe = train_probe(x, one_hot(y, 3), w, cfg=ProbeConfig(steps=0, init_scale=7.0))
+    centred = unit(x - x.mean(0))
+    want = np.stack([(centred[y == c] * w[y == c, None]).sum(0) for c in range(3)])
+    np.testing.assert_allclose(probe.weight, 7.0 * unit(want), atol=1e-5)
+    np.testing.assert_allclose(probe.predict_logits(x), centred @ probe.weight.T, atol=1e-5)
+
+
+def test_probe_train_fn_scores_like_the_probe():
+    from heads.screen.probe import train_probe
+
+    rng = np.random.default_rng(4)
+    x = unit(rng.standard_normal((50, 5)))
+    t, w = one_hot(rng.integers(0, 4, 50), 4), np.ones(50, np.float32)
+    w[:5] = 0  # zero-weight rows are left out of training
+    train, held = np.arange(40), np.arange(40, 50)
+    predict = probe_train_fn(x, ProbeConfig(steps=5))(train, t, w)
+    probe = train_probe(x[5:40], t[5:40], w[5:40], cfg=ProbeConfig(steps=5))
+    np.testing.assert_allclose(predict(held), probe.predict_logits(x[held]), atol=1e-6)
 
 
 def test_cross_fitted_probe_is_out_of_fold():
@@ -163,8 +224,7 @@ def test_mixture_finds_a_thin_noisy_tail_without_splitting_the_clean_bulk():
 
 def test_blocked_passes_give_the_same_floats_as_the_plain_numpy():
     """softmax and the consensus mean over many row blocks against the one-pass NumPy they
-    replace, and kNN votes against np.add.at by hand (bit for bit: screening stays
-    reproducible across versions)."""
+    replace (bit for bit), and the torch kNN votes against np.add.at by hand."""
     from heads.screen.rounds import _mean_of
 
     rng = np.random.default_rng(0)
@@ -181,7 +241,7 @@ def test_blocked_passes_give_the_same_floats_as_the_plain_numpy():
     w = np.exp((sim - sim[:, :1]) / 0.05)
     np.add.at(want, (np.repeat(np.arange(9000), 6), labels[nbr].ravel()), w.ravel())
     got = signals.knn_label_votes(nbr, sim, labels, num_classes=37)
-    np.testing.assert_array_equal(got, want / want.sum(1, keepdims=True))
+    np.testing.assert_allclose(got, want / want.sum(1, keepdims=True), rtol=1e-6, atol=1e-7)
     parts = [signals.softmax(rng.standard_normal((50, 4)).astype(np.float32)) for _ in range(3)]
     np.testing.assert_array_equal(_mean_of(*parts), np.mean(parts, axis=0))
 

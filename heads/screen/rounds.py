@@ -85,24 +85,21 @@ def frozen_signals(inputs: ScreenInputs, cfg: ScreenConfig) -> _Fixed:
         x, k=min(cfg.knn_k, len(y) - 1), device=cfg.device
     )
     votes = signals.knn_label_votes(
-        nbr_idx, nbr_sim, y, num_classes=k, temperature=cfg.knn_temperature
+        nbr_idx, nbr_sim, y, num_classes=k, temperature=cfg.knn_temperature, device=cfg.device
     )
-    protos = signals.robust_prototypes(x, y, num_classes=k, trim=cfg.trim)
-    scores = {
-        "knn": signals.given_label_score(votes, y),
-        "prototype": signals.prototype_margin(x, y, protos),
-    }
+    protos = signals.robust_prototypes(x, y, num_classes=k, trim=cfg.trim, device=cfg.device)
+    proto_margin, proto_choice = signals.prototype_scores(x, y, protos, device=cfg.device)
+    scores = {"knn": signals.given_label_score(votes, y), "prototype": proto_margin}
     probs = [votes]
     if inputs.text_embed is not None:
         temperature = cfg.zero_shot_temperature
         if temperature is None:  # calibrate on the given labels (see fit_temperature)
             temperature = signals.fit_temperature(x @ inputs.text_embed.T, y)
-        zero_shot = signals.zero_shot_probs(x, inputs.text_embed, temperature=temperature)
+        zero_shot = signals.zero_shot_probs(
+            x, inputs.text_embed, temperature=temperature, device=cfg.device
+        )
         scores["zero_shot"] = signals.given_label_score(zero_shot, y)
         probs.append(zero_shot)
-    proto_choice = np.empty(len(y), np.int64)
-    for start in range(0, len(y), 16384):  # blocks keep the (n, K) similarity small
-        proto_choice[start : start + 16384] = (x[start : start + 16384] @ protos.T).argmax(1)
     return _Fixed(scores, probs, [votes.argmax(1), proto_choice])
 
 

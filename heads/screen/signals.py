@@ -18,6 +18,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
+
+from heads.tensors import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,6 @@ def nearest_neighbours(
     CPU: faiss `IndexFlatIP` (exact inner product) when installed, else the same torch
     products. Returns (N, k) int64 indices and (N, k) float32 similarities, most similar first.
     """
-    from heads.tensors import resolve_device
-
     embed = np.ascontiguousarray(embed, dtype=np.float32)
     if embed.ndim != 2 or not 0 < k < len(embed):
         raise ValueError(f"need (N, D) embed with 0 < k < N; got {embed.shape} and k={k}")
@@ -101,8 +102,6 @@ def nearest_neighbours(
 
 
 def _torch_knn(embed: np.ndarray, k: int, block: int, device) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
     base = torch.from_numpy(embed).to(device)  # (N, D)
     block = min(block, max(256, (1 << 29) // len(base)))  # a (block, N) similarity <= 2 GB
     sims, idxs = [], []
@@ -130,20 +129,26 @@ def knn_label_votes(
     *,
     num_classes: int,
     temperature: float = 0.05,
+    device: str = "auto",
 ) -> np.ndarray:
     """(N, K) similarity-weighted label distribution of each sample's neighbours.
 
     Weights `exp(sim / temperature)` let close neighbours dominate (DINO-style kNN); the result
-    doubles as NeaR's neighbour label refinement target.
+    doubles as NeaR's neighbour label refinement target. Built on `device`: one neighbour rank
+    at a time, so no two writes hit the same cell (deterministic on CUDA, unlike scatter_add).
     """
     _check(None, labels, num_classes)
     if nbr_idx.shape != nbr_sim.shape or len(nbr_idx) != len(labels):
         raise ValueError(f"neighbour arrays {nbr_idx.shape}, {nbr_sim.shape} must be (N, k)")
-    w = np.exp((nbr_sim - nbr_sim[:, :1]) / temperature)  # (N, k), <= 1, stable
-    votes = np.zeros((len(labels), num_classes), np.float32)
-    rows = np.repeat(np.arange(len(labels)), nbr_idx.shape[1])
-    np.add.at(votes, (rows, labels[nbr_idx].ravel()), w.ravel())
-    return votes / votes.sum(axis=1, keepdims=True)
+    where = resolve_device(device)
+    sim = _on(nbr_sim, where)
+    w = torch.exp((sim - sim[:, :1]) / temperature)  # (N, k), <= 1, stable
+    nbr_labels = torch.from_numpy(np.asarray(labels)[nbr_idx]).to(where)  # (N, k)
+    votes = torch.zeros((len(labels), num_classes), dtype=torch.float32, device=where)
+    rows = torch.arange(len(labels), device=where)
+    for j in range(nbr_labels.shape[1]):
+        votes[rows, nbr_labels[:, j]] += w[:, j]
+    return (votes / votes.sum(1, keepdim=True)).cpu().numpy()
 
 
 def label_margin(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -162,48 +167,86 @@ def given_label_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def robust_prototypes(
-    embed: np.ndarray, labels: np.ndarray, *, num_classes: int, trim: float = 0.3
+    embed: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    trim: float = 0.3,
+    device: str = "auto",
 ) -> np.ndarray:
     """(K, D) unit class means after dropping each class's `trim` share farthest from its mean.
 
     A trimmed mean resists the noisy members of a class (they sit far from its mode). A class
-    keeps at least one sample; classes without samples get a zero row.
+    keeps at least one sample; classes without samples get a zero row. Sums run on `device`.
     """
     _check(embed, labels, num_classes)
     if not 0 <= trim < 1:
         raise ValueError(f"trim must be in [0, 1), got {trim}")
-    first = _class_means(embed, labels, num_classes, np.ones(len(labels), bool))
-    sim = np.einsum("nd,nd->n", embed, first[labels])  # (N,)
-    keep = np.ones(len(labels), bool)
+    where = resolve_device(device)
+    x, y = _on(embed, where), torch.from_numpy(np.asarray(labels, np.int64)).to(where)
+    first = _class_means(x, y, num_classes)
+    sim = (x * first[y]).sum(1).cpu().numpy()  # (N,)
     order = np.lexsort((-sim, labels))  # by class, most central first
     counts = np.bincount(labels, minlength=num_classes)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.arange(len(labels)) - np.repeat(starts, counts)
+    keep = np.ones(len(labels), bool)
     keep[order] = rank < np.maximum(1, np.ceil(counts * (1 - trim)))[labels[order]]
-    return _class_means(embed, labels, num_classes, keep)
+    kept = torch.from_numpy(np.flatnonzero(keep)).to(where)
+    return _class_means(x[kept], y[kept], num_classes).cpu().numpy()
 
 
-def _class_means(embed, labels, num_classes, keep) -> np.ndarray:
-    sums = np.zeros((num_classes, embed.shape[1]), np.float64)
-    np.add.at(sums, labels[keep], embed[keep])
-    norm = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+def _class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, D) unit means of the rows of each class (zero rows for empty classes)."""
+    sums = torch.zeros((num_classes, x.shape[1]), dtype=torch.float32, device=x.device)
+    if x.device.type == "cpu":
+        sums.index_add_(0, y, x)
+    else:  # CUDA index_add_ sums with atomics (run-to-run noise); a one-hot product does not
+        for lo in range(0, len(x), _BLOCK_ROWS * 16):
+            hot = torch.nn.functional.one_hot(y[lo : lo + _BLOCK_ROWS * 16], num_classes)
+            sums += hot.to(x.dtype).T @ x[lo : lo + _BLOCK_ROWS * 16]
+    return torch.nn.functional.normalize(sums, dim=1, eps=1e-12)
 
 
-def prototype_margin(embed: np.ndarray, labels: np.ndarray, protos: np.ndarray) -> np.ndarray:
-    """(N,) cosine to the given class's prototype minus the best other prototype's cosine."""
+def prototype_scores(
+    embed: np.ndarray, labels: np.ndarray, protos: np.ndarray, *, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) cosine to the given class's prototype minus the best other prototype's cosine,
+    and (N,) the nearest prototype's class; row blocks on `device` (no (N, K) matrix kept)."""
     _check(embed, labels, len(protos))
-    sims = embed @ protos.T  # (N, K)
-    own = sims[np.arange(len(labels)), labels]
-    sims[np.arange(len(labels)), labels] = -np.inf
-    return (own - sims.max(axis=1)).astype(np.float32)
+    where = resolve_device(device)
+    x, p = _on(embed, where), _on(protos, where)
+    y = torch.from_numpy(np.asarray(labels, np.int64)).to(where)
+    margin, nearest = np.empty(len(labels), np.float32), np.empty(len(labels), np.int64)
+    for lo in range(0, len(labels), _BLOCK_ROWS * 4):
+        rows = slice(lo, lo + _BLOCK_ROWS * 4)
+        sims = x[rows] @ p.T  # (B, K)
+        nearest[rows] = sims.argmax(1).cpu().numpy()
+        own = sims.gather(1, y[rows, None])[:, 0]
+        sims.scatter_(1, y[rows, None], -torch.inf)
+        margin[rows] = (own - sims.max(1).values).cpu().numpy()
+    return margin, nearest
 
 
-def zero_shot_probs(embed: np.ndarray, text_embed: np.ndarray, *, temperature: float = 0.01):
-    """(N, K) softmax of cosine to the class text embeddings (CLIP's logit scale is 100)."""
+def zero_shot_probs(
+    embed: np.ndarray, text_embed: np.ndarray, *, temperature: float = 0.01, device: str = "auto"
+) -> np.ndarray:
+    """(N, K) softmax of cosine to the class text embeddings (CLIP's logit scale is 100),
+    computed in row blocks on `device`."""
     if embed.ndim != 2 or text_embed.ndim != 2 or embed.shape[1] != text_embed.shape[1]:
         raise ValueError(f"embed {embed.shape} and text_embed {text_embed.shape} must share D")
-    return softmax(embed @ text_embed.T, temperature=temperature)
+    where = resolve_device(device)
+    x, text = _on(embed, where), _on(text_embed, where)
+    out = np.empty((len(embed), len(text_embed)), np.float32)
+    for lo in range(0, len(embed), _BLOCK_ROWS * 4):
+        logits = x[lo : lo + _BLOCK_ROWS * 4] @ text.T / temperature
+        out[lo : lo + _BLOCK_ROWS * 4] = torch.softmax(logits, dim=1).cpu().numpy()
+    return out
+
+
+def _on(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """float32 tensor of an array on `device` (shares memory on the CPU)."""
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)
 
 
 _TEMPERATURES = tuple(float(t) for t in np.geomspace(0.003, 1.0, 25))
