@@ -252,3 +252,55 @@ def test_row_block_errors_reach_the_caller():
 
     with pytest.raises(RuntimeError, match="bad block"):
         signals.for_row_blocks(fail, 10)
+
+
+def _textbook_clean_posterior(x, labels, num_classes, strength=20.0, iters=30):
+    """The (N, 2)-responsibility EM that `heads.screen.mixture` replaced, as a reference."""
+
+    def post(x, mean, var, mix):
+        logp = -0.5 * (x[:, None] - mean) ** 2 / var - 0.5 * np.log(var) + np.log(mix)
+        p = np.exp(logp - logp.max(axis=1, keepdims=True))
+        return p[:, 1] / p.sum(axis=1)
+
+    def per_class(values):
+        return np.stack(
+            [np.bincount(labels, weights=v, minlength=num_classes) for v in values.T], 1
+        )
+
+    mean, var, mix = (
+        np.quantile(x, [0.05, 0.6]),
+        np.full(2, max(x.var() / 4, 1e-4)),
+        np.array([0.1, 0.9]),
+    )
+    for _ in range(100):
+        resp = np.stack([1 - post(x, mean, var, mix), post(x, mean, var, mix)], axis=1)
+        mass = resp.sum(0) + 1e-9
+        mean = (resp * x[:, None]).sum(0) / mass
+        var = np.maximum((resp * (x[:, None] - mean) ** 2).sum(0) / mass, 1e-4)
+        mix = mass / mass.sum()
+    p_mean, p_var, p_mix = (a[np.argsort(mean)] for a in (mean, var, mix))
+    mean, var, mix = (np.tile(a, (num_classes, 1)) for a in (p_mean, p_var, p_mix))
+    for _ in range(iters):
+        r1 = post(x, mean[labels], var[labels], mix[labels])
+        resp = np.stack([1 - r1, r1], axis=1)
+        mass = per_class(resp)
+        mean = (per_class(resp * x[:, None]) + strength * p_mix * p_mean) / (
+            mass + strength * p_mix
+        )
+        sxx = per_class(resp * (x[:, None] - mean[labels]) ** 2)
+        var = np.maximum((sxx + strength * p_mix * p_var) / (mass + strength * p_mix), 1e-4)
+        mix = (mass + strength * p_mix) / (mass.sum(1, keepdims=True) + strength)
+    swap = mean[:, 0] > mean[:, 1]
+    mean[swap], var[swap], mix[swap] = mean[swap, ::-1], var[swap, ::-1], mix[swap, ::-1]
+    return post(x, mean[labels], var[labels], mix[labels])
+
+
+def test_mixture_matches_the_textbook_em():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 40, 5000)
+    noisy = rng.random(5000) < 0.1 + 0.5 * (labels % 4) / 4  # 10% to 48% noise per class
+    score = np.clip(
+        np.where(noisy, rng.normal(0.25, 0.12, 5000), rng.normal(0.7, 0.15, 5000)), 0, 1
+    )
+    got = clean_posterior(score, labels, num_classes=40)
+    np.testing.assert_allclose(got, _textbook_clean_posterior(score, labels, 40), atol=1e-5)

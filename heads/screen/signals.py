@@ -74,6 +74,36 @@ def softmax(logits: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
     return out
 
 
+def row_argmax(a: np.ndarray) -> np.ndarray:
+    """(N,) argmax of every row of an (N, K) array, row blocks on all cores."""
+    out = np.empty(len(a), np.int64)
+
+    def block(rows):
+        out[rows] = a[rows].argmax(1)
+
+    for_row_blocks(block, len(a))
+    return out
+
+
+def best_other_class(probs: np.ndarray, labels: np.ndarray):
+    """For every row of an (N, K) distribution: the best class other than the given label,
+    its probability, and the row's top probability over all classes; (N,) each, computed in
+    row blocks on all cores (no (N, K) copy: 1.8 GB at 300k x 1500)."""
+    _check(None, labels, probs.shape[1])
+    best = np.empty(len(labels), np.int64)
+    best_p, top_p = np.empty(len(labels), np.float32), np.empty(len(labels), np.float32)
+
+    def block(rows):
+        part = np.array(probs[rows], np.float32, copy=True)
+        top_p[rows] = part.max(1)
+        part[np.arange(len(part)), labels[rows]] = -1.0
+        best[rows] = part.argmax(1)
+        best_p[rows] = part[np.arange(len(part)), best[rows]]
+
+    for_row_blocks(block, len(labels))
+    return best, best_p, top_p
+
+
 def nearest_neighbours(
     embed: np.ndarray, *, k: int = 10, block: int = 8192, device: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray]:
