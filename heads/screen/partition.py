@@ -143,7 +143,7 @@ def build_targets(
     """(N, K) float32 soft targets and (N,) float32 weights from a partition."""
     n, k = consensus.shape
     targets = np.empty((n, k), np.float32)
-    targets.fill(0.0)  # 4x faster than np.zeros' lazy pages at 300k x 1500 (0.4 s vs 1.7 s)
+    targets.fill(0.0)  # np.zeros' lazy pages, touched row by row: 1.7 s vs 0.4 s (300k x 1500)
     keep_label = part.state == CLEAN
     targets[np.flatnonzero(keep_label), labels[keep_label]] = 1.0
     moved = part.state == RELABELED
