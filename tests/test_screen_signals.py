@@ -130,16 +130,19 @@ def test_probe_starts_as_the_nearest_class_mean():
     np.testing.assert_allclose(probe.predict_logits(x), centred @ probe.weight.T, atol=1e-5)
 
 
-def test_probe_train_fn_scores_like_the_probe():
+@pytest.mark.parametrize("options", [{}, {"mixup_alpha": 0.4}])
+def test_probe_train_fn_scores_like_the_probe(options):
+    """The train_fn gathers rows with torch on the device; the probe on NumPy rows agrees."""
     from heads.screen.probe import train_probe
 
     rng = np.random.default_rng(4)
     x = unit(rng.standard_normal((50, 5)))
-    t, w = one_hot(rng.integers(0, 4, 50), 4), np.ones(50, np.float32)
+    t, w = one_hot(rng.integers(0, 4, 50), 4) * 0.9 + 0.025, np.ones(50, np.float32)
     w[:5] = 0  # zero-weight rows are left out of training
     train, held = np.arange(40), np.arange(40, 50)
-    predict = probe_train_fn(x, ProbeConfig(steps=5))(train, t, w)
-    probe = train_probe(x[5:40], t[5:40], w[5:40], cfg=ProbeConfig(steps=5))
+    cfg = ProbeConfig(steps=5, **options)
+    predict = probe_train_fn(x, cfg)(train, t, w)
+    probe = train_probe(x[5:40], t[5:40], w[5:40], cfg=cfg)
     np.testing.assert_allclose(predict(held), probe.predict_logits(x[held]), atol=1e-6)
 
 
