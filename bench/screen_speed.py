@@ -3,6 +3,7 @@
     python -m bench.screen_speed --classes 200 --max-per-class 100
     python -m bench.screen_speed --classes 1500 --max-per-class 200 --imbalance 1 \
         --device cuda --no-baseline --repeats 1        # issue 5's target: 300k x 1500, <= 30 s
+    python -m bench.screen_speed --classes 1500 --partition-only 300000   # its CPU side alone
 
 Input: `heads.synthetic.make_noisy_features` (CLIP-like unit vectors, 512 wide, long tail,
 40% noise). Engine: `run_screening` with `rounds=0`, i.e. round 0: kNN votes, trimmed
@@ -97,6 +98,37 @@ def run(
     ]
 
 
+def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
+    """Seconds of one partition (`rounds._screen`: mixtures, consensus, partition, targets)
+    on random (N, K) signals: the CPU side of a round, which no device runs for it."""
+    from heads.screen import ScreenConfig, ScreenInputs
+    from heads.screen.rounds import _Fixed, _screen
+    from heads.screen.signals import softmax
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, num_classes, samples)
+
+    def logits():  # the given label is usually the top class, as with real signals
+        z = rng.standard_normal((samples, num_classes), dtype=np.float32) * 3
+        z[np.arange(samples), y] += 4
+        return z
+
+    votes, zero_shot = softmax(logits()), softmax(logits())
+    given = np.arange(samples), y
+    fixed = _Fixed(
+        {"knn": votes[given], "zero_shot": zero_shot[given],
+         "prototype": rng.standard_normal(samples).astype(np.float32)},
+        [votes, zero_shot], [votes.argmax(1), rng.integers(0, num_classes, samples)],
+    )  # fmt: skip
+    inputs = ScreenInputs(np.zeros((samples, 1), np.float32), y, num_classes)
+    model_logits = logits()
+
+    def one_partition():
+        _screen(inputs, ScreenConfig(), fixed, model_logits)
+
+    return time_call(one_partition, repeats=1, warmup=0)  # NumPy: nothing to warm up
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=100)
@@ -106,7 +138,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
     parser.add_argument("--no-baseline", action="store_true", help="skip cleanlab")
+    parser.add_argument("--partition-only", type=int, metavar="N",
+                        help="time only the CPU side of a round on N random samples x --classes")  # fmt: skip
     args = parser.parse_args()
+    if args.partition_only:
+        secs = partition_seconds(args.partition_only, args.classes)
+        print({"backend": "partition (CPU side)", "samples": args.partition_only,
+               "classes": args.classes, "seconds": secs})  # fmt: skip
+        return
     rows = run(args.classes, args.max_per_class, repeats=args.repeats,
                imbalance=args.imbalance, device=args.device, baseline=not args.no_baseline)  # fmt: skip
     for row in rows:

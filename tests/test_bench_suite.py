@@ -160,3 +160,9 @@ def test_settings_derive_sizes():
     assert (gpu.n_images, gpu.model_images, gpu.batch_size) == (8192, 8192, 256)
     with pytest.raises(ValueError, match="device"):
         BenchSettings(device="tpu")
+
+
+def test_partition_timing_runs_on_random_signals():
+    from bench.screen_speed import partition_seconds
+
+    assert partition_seconds(300, 7) > 0
