@@ -35,6 +35,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def float32_on(a, device: torch.device) -> torch.Tensor:
+    """float32 tensor of an array or tensor on `device` (no copy for float32 already there)."""
+    if torch.is_tensor(a):
+        return a.to(device=device, dtype=torch.float32)
+    return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)
+
+
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are the same, "cuda" meaning the current CUDA device."""
     a, b = torch.device(a), torch.device(b)

@@ -87,3 +87,13 @@ def test_tail_training_runs_on_the_gpu_and_predicts_like_the_cpu():
     assert logits.dtype == np.float32 and np.isfinite(logits).all()
     cpu = fit(data, TrainConfig(device="cpu", **cfg), clip=visual)
     np.testing.assert_allclose(logits, cpu.predict_logits(data), atol=0.1)
+
+
+def test_float32_on_shares_float32_arrays_and_converts_the_rest():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    shared = T.float32_on(a, CPU)
+    a[0, 0] = 7.0
+    assert shared[0, 0].item() == 7.0  # no copy of a float32 array on the CPU
+    converted = T.float32_on(np.arange(3), CPU)
+    assert converted.dtype == torch.float32 and converted.tolist() == [0.0, 1.0, 2.0]
+    assert T.float32_on(torch.ones(2, dtype=torch.float64), CPU).dtype == torch.float32

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from heads.screen import signals
 from heads.screen.mixture import clean_posterior
@@ -168,7 +169,9 @@ def test_probe_ignores_a_shared_offset():
     offset = unit([[0.0, 0.0, 1.0]]) * 3
     coned = unit(np.hstack([EMBED, np.zeros((7, 1), np.float32)]) + offset)
     np.testing.assert_allclose(
-        np.linalg.norm(center_features(coned, coned.mean(0)), axis=1), 1, rtol=1e-6
+        torch.linalg.norm(center_features(*map(torch.from_numpy, (coned, coned.mean(0)))), dim=1),
+        1,
+        rtol=1e-6,
     )
     probe = train_probe(coned[:3].tolist() + coned[4:].tolist(), one_hot(np.array([0, 0, 0, 1, 1, 1]), 2),
                         np.ones(6, np.float32), cfg=ProbeConfig(steps=10))  # fmt: skip

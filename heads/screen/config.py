@@ -98,8 +98,9 @@ class ScreenConfig:
     # changes the targets an external train_fn gets (ambiguous rows uniform over candidates).
     candidate_labels: bool = False
     seed: int = 0
-    # Where the kNN search and the round-0 probe run: "auto" (CUDA when present), "cpu" or
-    # "cuda[:i]". Sets probe.device. Rounds >= 1 run on the student's own device.
+    # Where the kNN search, the frozen signals and the round-0 probe run: "auto" (CUDA when
+    # present), "cpu" or "cuda[:i]". Sets probe.device. Rounds >= 1 train the student on its
+    # own device; the partition runs on the CPU.
     device: str = "auto"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 

@@ -41,12 +41,11 @@ def fit_pooled(x: np.ndarray, *, iters: int = 100) -> tuple[np.ndarray, np.ndarr
     total = x.sum()
     for _ in range(iters):
         r1 = _posterior_high(x, mean, var, mix)
-        m1 = r1.sum() + 1e-9
-        m0 = len(x) - m1 + 2e-9
+        r0 = 1 - r1
+        m0, m1 = r0.sum() + 1e-9, r1.sum() + 1e-9
         sx1 = r1 @ x
         mean = np.array([(total - sx1) / m0, sx1 / m1])
-        d0, d1 = (x - mean[0]) ** 2, (x - mean[1]) ** 2
-        var = np.maximum([(d0.sum() - r1 @ d0) / m0, (r1 @ d1) / m1], _VAR_FLOOR)
+        var = np.maximum([r0 @ (x - mean[0]) ** 2 / m0, r1 @ (x - mean[1]) ** 2 / m1], _VAR_FLOOR)
         mix = np.array([m0, m1]) / (m0 + m1)
     order = np.argsort(mean)  # component 1 is the clean (high-score) one
     return mean[order], var[order], mix[order]

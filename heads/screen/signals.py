@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from heads.tensors import resolve_device
+from heads.tensors import float32_on, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def knn_label_votes(
     if nbr_idx.shape != nbr_sim.shape or len(nbr_idx) != len(labels):
         raise ValueError(f"neighbour arrays {nbr_idx.shape}, {nbr_sim.shape} must be (N, k)")
     where = resolve_device(device)
-    sim = _on(nbr_sim, where)
+    sim = float32_on(nbr_sim, where)
     w = torch.exp((sim - sim[:, :1]) / temperature)  # (N, k), <= 1, stable
     nbr_labels = torch.from_numpy(np.asarray(labels)[nbr_idx]).to(where)  # (N, k)
     votes = torch.zeros((len(labels), num_classes), dtype=torch.float32, device=where)
@@ -213,7 +213,7 @@ def robust_prototypes(
     if not 0 <= trim < 1:
         raise ValueError(f"trim must be in [0, 1), got {trim}")
     where = resolve_device(device)
-    x, y = _on(embed, where), torch.from_numpy(np.asarray(labels, np.int64)).to(where)
+    x, y = float32_on(embed, where), torch.from_numpy(np.asarray(labels, np.int64)).to(where)
     first = _class_means(x, y, num_classes)
     sim = (x * first[y]).sum(1).cpu().numpy()  # (N,)
     order = np.lexsort((-sim, labels))  # by class, most central first
@@ -232,9 +232,10 @@ def _class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Te
     if x.device.type == "cpu":
         sums.index_add_(0, y, x)
     else:  # CUDA index_add_ sums with atomics (run-to-run noise); a one-hot product does not
-        for lo in range(0, len(x), _BLOCK_ROWS * 16):
-            hot = torch.nn.functional.one_hot(y[lo : lo + _BLOCK_ROWS * 16], num_classes)
-            sums += hot.to(x.dtype).T @ x[lo : lo + _BLOCK_ROWS * 16]
+        step = _BLOCK_ROWS * 16  # a (step, K) one-hot of 0.4 GB at K = 1500
+        for lo in range(0, len(x), step):
+            hot = torch.nn.functional.one_hot(y[lo : lo + step], num_classes)
+            sums += hot.to(x.dtype).T @ x[lo : lo + step]
     return torch.nn.functional.normalize(sums, dim=1, eps=1e-12)
 
 
@@ -245,7 +246,7 @@ def prototype_scores(
     and (N,) the nearest prototype's class; row blocks on `device` (no (N, K) matrix kept)."""
     _check(embed, labels, len(protos))
     where = resolve_device(device)
-    x, p = _on(embed, where), _on(protos, where)
+    x, p = float32_on(embed, where), float32_on(protos, where)
     y = torch.from_numpy(np.asarray(labels, np.int64)).to(where)
     margin, nearest = np.empty(len(labels), np.float32), np.empty(len(labels), np.int64)
     for lo in range(0, len(labels), _BLOCK_ROWS * 4):
@@ -266,17 +267,12 @@ def zero_shot_probs(
     if embed.ndim != 2 or text_embed.ndim != 2 or embed.shape[1] != text_embed.shape[1]:
         raise ValueError(f"embed {embed.shape} and text_embed {text_embed.shape} must share D")
     where = resolve_device(device)
-    x, text = _on(embed, where), _on(text_embed, where)
+    x, text = float32_on(embed, where), float32_on(text_embed, where)
     out = np.empty((len(embed), len(text_embed)), np.float32)
     for lo in range(0, len(embed), _BLOCK_ROWS * 4):
         logits = x[lo : lo + _BLOCK_ROWS * 4] @ text.T / temperature
         out[lo : lo + _BLOCK_ROWS * 4] = torch.softmax(logits, dim=1).cpu().numpy()
     return out
-
-
-def _on(a: np.ndarray, device: torch.device) -> torch.Tensor:
-    """float32 tensor of an array on `device` (shares memory on the CPU)."""
-    return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(device)
 
 
 _TEMPERATURES = tuple(float(t) for t in np.geomspace(0.003, 1.0, 25))
