@@ -310,3 +310,12 @@ def test_mixture_matches_the_textbook_em():
     )
     got = clean_posterior(score, labels, num_classes=40)
     np.testing.assert_allclose(got, _textbook_clean_posterior(score, labels, 40), atol=1e-5)
+
+
+def test_probe_rejects_rows_that_disagree():
+    from heads.screen.probe import train_probe
+
+    with pytest.raises(ValueError, match="shapes disagree"):
+        train_probe(EMBED, one_hot(LABELS[:6], 2), np.ones(7, np.float32))
+    with pytest.raises(ValueError, match="shapes disagree"):
+        train_probe(EMBED, one_hot(LABELS, 2), np.ones(6, np.float32))
