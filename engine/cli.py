@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 
 import click
 
-from engine.errors import UserError
+from engine.errors import user_error_from
 
 # name -> (module under engine.commands, one-line help shown by `engine --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,8 +55,43 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except UserError as err:
-            raise click.ClickException(str(err)) from err
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            err = user_error_from(exc)  # UserError, or the OS refusing a path the user chose
+            if err is None:
+                raise
+            raise click.ClickException(one_line(str(err))) from exc
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Every failure a user can fix ends in one `Error: ...` line and exit code 1 (click's
+        own usage errors included: they would print usage and a hint, exit 2); Ctrl-C ends
+        in one line and exit code 130, the shell's code for SIGINT."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as err:
+            hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+            click.echo(f"Error: {one_line(err.format_message())}{hint}", err=True)
+            sys.exit(1)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except (click.Abort, KeyboardInterrupt, EOFError):
+            click.echo(
+                "\nAborted: interrupted; shard, features and train resume when run again.", err=True
+            )
+            sys.exit(INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process ended by Ctrl-C
+
+
+def one_line(message: str) -> str:
+    """A message on one line: the CLI's promise for every error."""
+    return " ".join(message.split())
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

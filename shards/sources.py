@@ -1,9 +1,10 @@
 """List the files under an image folder in a stable order, with their labels.
 
 A folder of class folders (`SRC/<class>/<file>`, nested folders allowed) is labeled; a
-flat folder (`SRC/<file>`) is unlabeled. Hidden files and folders (".DS_Store",
-".ipynb_checkpoints") are not images or classes: they are listed as skipped, never
-dropped silently. Order = relative POSIX paths sorted by code point, the same everywhere.
+flat folder (`SRC/<file>`) is unlabeled. Hidden folders (".ipynb_checkpoints") and
+hidden files that are not images (".DS_Store", macOS "._photo.jpg" metadata) are not
+images or classes: they are listed as skipped, never dropped silently. A hidden file with
+an image suffix (".photo.jpg") is an image like any other: a test folder may hold one. Order = relative POSIX paths sorted by code point, the same everywhere.
 
     listing = list_sources(Path("data/train"), labeled=None)
 """
@@ -17,6 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import UserError
+
+# Suffixes that make a hidden file an image (Pillow reads them all; repair converts them).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ def list_sources(src: Path, labeled: bool | None = None) -> SourceListing:
     class_index = {name: i for i, name in enumerate(listing.classes)}
     for relpath, stat in _walk(src):
         parts = relpath.split("/")
-        if any(p.startswith(".") for p in parts):
+        if _hidden_non_image(parts):
             listing.skipped.append({"path": relpath, "reason": "hidden file or folder"})
         elif labeled and len(parts) == 1:
             listing.skipped.append({"path": relpath, "reason": "not inside a class folder"})
@@ -80,6 +86,17 @@ def list_sources(src: Path, labeled: bool | None = None) -> SourceListing:
     if not listing.files:
         raise UserError(f"no files found in {src}; expected {src}/<class>/<image> or {src}/<image>")
     return listing
+
+
+def _hidden_non_image(parts: list[str]) -> bool:
+    """True for a file inside a hidden folder, or a hidden file that is not an image."""
+    *folders, name = parts
+    if any(p.startswith(".") for p in folders):
+        return True
+    if not name.startswith("."):
+        return False
+    # "._x.jpg" is AppleDouble metadata that macOS leaves beside x.jpg, never an image.
+    return name.startswith("._") or os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES
 
 
 def _walk(root: Path):

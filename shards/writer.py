@@ -15,6 +15,8 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from engine.errors import UserError
 from engine.jsonfile import write_json
+from engine.lock import output_lock
 from shards.config import ShardConfig
 from shards.index import write_dali_index
 from shards.keys import make_key
@@ -55,6 +58,14 @@ def pack(src: Path, out: Path, cfg: ShardConfig) -> dict:
     listing = list_sources(src, cfg.labeled)
     keys = _unique_keys(listing.files)
     fprint = fingerprint(listing, cfg.params())
+    # --force deletes what another run is writing: refuse. Otherwise wait, then reuse or
+    # resume what it wrote rather than redo it.
+    with output_lock(out, wait=not cfg.force, what="shard folder"):
+        return _pack_locked(listing, keys, fprint, out, cfg)
+
+
+def _pack_locked(listing: SourceListing, keys: list[str], fprint: str, out: Path, cfg) -> dict:
+    src = listing.root
     out.mkdir(parents=True, exist_ok=True)
     if cfg.force:
         clear_outputs(out)
@@ -145,7 +156,8 @@ def _pack_remaining(
     todo = listing.files[start:]
     builder = ShardBuilder(out, len(states), start, fprint)
     totals = Counter({k: sum(len(s[k]) for s in states) for k in ("repaired", "rejected")})
-    bar = tqdm(total=len(listing.files), initial=start, unit="img", desc="shard", disable=None)
+    # Always shown (on stderr), as the feature pass does: packing takes minutes on large folders.
+    bar = tqdm(total=len(listing.files), initial=start, unit="img", desc="shard")
     try:
         for i, prepared in enumerate(_prepare_all(listing.root, todo, cfg), start=start):
             source = listing.files[i]
@@ -174,8 +186,27 @@ def _prepare_all(root: Path, todo: list[Source], cfg: ShardConfig) -> Iterator[P
         yield from map(prepare, paths)
         return
     # spawn: the parent may hold torch/DALI threads, which fork would copy in a bad state.
-    with multiprocessing.get_context("spawn").Pool(cfg.num_workers) as pool:
+    with _worker_pool(cfg.num_workers) as pool:
         yield from pool.imap(prepare, paths, chunksize=CHUNKSIZE)
+
+
+def _worker_pool(workers: int):
+    """A spawn pool whose workers ignore SIGINT: Ctrl-C reaches the whole process group, and
+    only the parent should react (it stops the pool and exits with one line), not every
+    worker with its own traceback. SIG_IGN is inherited through exec, so the workers ignore
+    it from their first instruction on, before any import."""
+    context = multiprocessing.get_context("spawn")
+    if threading.current_thread() is not threading.main_thread():
+        return context.Pool(workers, initializer=_ignore_sigint)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return context.Pool(workers, initializer=_ignore_sigint)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ShardBuilder:
