@@ -4,6 +4,9 @@
         pack(...)
     hold_output_lock(run_dir)                                  # held until the process ends
 
+    @locks_output("out", what="feature store")                 # a function's `out` argument
+    def extract(shard_dir, out, cfg): ...
+
 The lock is `flock` on `<parent>/.<name>.lock`. The kernel drops it when its holder exits,
 SIGKILL included, so a stale lock file never blocks anyone: there is no PID to guess at.
 The file holds the holder's PID so that a refusal can name it. It lives beside the folder,
@@ -14,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.errors import UserError
@@ -65,6 +70,31 @@ def hold_output_lock(folder: Path, *, what: str = "run folder") -> None:
     key = str(lock_path(folder))
     if key not in _HELD:
         _HELD[key] = _acquire(Path(key), Path(folder), False, what)
+
+
+def locks_output(argument: str, *, what: str) -> Callable:
+    """Decorate a function so that it runs holding the lock of its folder argument `argument`.
+
+    It waits for another holder, unless its `cfg` argument asks for `force` (which deletes
+    what the holder is writing): then it refuses. Under torchrun only rank 0 takes the lock,
+    since all ranks write the one output together.
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            if os.environ.get("RANK", "0") != "0":
+                return fn(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs).arguments
+            force = bool(getattr(bound.get("cfg"), "force", False))
+            with output_lock(Path(bound[argument]), wait=not force, what=what):
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 def holder_pid(folder: Path) -> int | None:

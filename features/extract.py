@@ -21,6 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.errors import UserError
+from engine.faults import fault_point
+from engine.lock import locks_output
 from features.chunks import ChunkAssembler
 from features.config import FeatureConfig
 from features.distributed import DistContext
@@ -39,6 +41,7 @@ def default_chunk_n(shard_size: int) -> int:
     return max(d for d in range(1, min(shard_size, MAX_CHUNK_N) + 1) if shard_size % d == 0)
 
 
+@locks_output("out", what="feature store")
 def extract(
     shard_dir,
     out,
@@ -196,6 +199,7 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
                 embed, tokens = runner(batch.images)
                 assembler.add(index, embed, tokens)
                 computed += len(index)
+            fault_point("features-batch")
             bar.update(len(index))
     except BaseException:  # Ctrl-C included: keep the chunks already queued for writing
         assembler.close()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from engine.faults import fault_point
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
@@ -80,6 +82,7 @@ class Checkpointer:
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.path)  # atomic: a crash mid-write leaves the previous epoch intact
+        fault_point(f"{phase}-epoch")
 
 
 def fingerprint(*arrays) -> str:

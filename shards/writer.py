@@ -26,6 +26,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from engine.errors import UserError
+from engine.faults import fault_point
 from engine.jsonfile import write_json
 from engine.lock import output_lock
 from shards.config import ShardConfig
@@ -165,6 +166,7 @@ def _pack_remaining(
             totals["repaired"] += prepared.repaired
             totals["rejected"] += not prepared.accepted
             bar.update()
+            fault_point("shard-file")
             bar.set_postfix(totals, refresh=False)
             if builder.count == cfg.shard_size:
                 states.append(finish_shard(builder))

@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from engine.errors import UserError
+from engine.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = 
         images = torch.as_tensor(batch.images[0]).to(device)  # (B, 3, 224, 224) eval view
         index = torch.as_tensor(batch.index).cpu().numpy()
         logits[index] = model.logits_from_images(images).float().cpu().numpy()
+        fault_point("predict-batch")
     rejected = [r["path"] for r in manifest.get("rejected", [])]
     return paths, logits, rejected
 

@@ -146,6 +146,7 @@ def default_loss(rounds: int) -> str:
 def run_training(settings: dict, out: Path | None = None) -> Path:
     """The whole `engine train` from merged settings; returns the run folder."""
     from engine.jsonfile import write_json
+    from engine.lock import hold_output_lock
     from engine.runs import append_jsonl, make_run_dir, point_latest
     from heads.config import TrainConfig
     from heads.data import load_features
@@ -166,6 +167,7 @@ def run_training(settings: dict, out: Path | None = None) -> Path:
     runs = Path(settings["runs"])
     run = Path(out) if out is not None else make_run_dir(runs)
     run.mkdir(parents=True, exist_ok=True)
+    hold_output_lock(run, what="run folder")  # one writer per run folder, until exit
     write_json(run / "config.json", settings)
     clip = _load_clip_for(data, settings)
     head_init = _text_head(clip, data.classes, settings.get("class_names"))

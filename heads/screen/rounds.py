@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.faults import fault_point
 from heads.screen import signals
 from heads.screen.config import ScreenConfig
 from heads.screen.lowconf import candidate_targets
@@ -194,6 +195,7 @@ def run_screening(
                 proposed=part.proposed, labels=y,
             )  # fmt: skip
             write_summary(Path(out_dir), history)
+        fault_point("screen-round")
         prev = part
         if r > 0 and changed < cfg.stop_change:
             break
