@@ -37,7 +37,7 @@ _ADVICE = {
     errno.ENOSPC: "free some space or choose a path on another disk",
     errno.EDQUOT: "free some space or choose a path on another disk",
     errno.ENOTDIR: "a part of the path is a regular file, not a folder; choose another path",
-    errno.EEXIST: "a file is in the way where a folder is needed; move it or choose another path",
+    errno.EEXIST: "a regular file is in the way of a folder; move it or choose another path",
     errno.EISDIR: "it is a folder where a file is needed; give a file path",
     errno.ENAMETOOLONG: "choose a shorter path",
 }

@@ -33,7 +33,7 @@ def test_default_output_folder_and_summary_names_bad_files(tmp_path, monkeypatch
     result = CliRunner().invoke(main, ["shard", str(info.train_dir), "--workers", "1"])
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "work/shards/train/manifest.json").read_text())
-    assert result.output.startswith(f"{manifest['num_samples']} images in 1 shards")
+    assert result.stdout.startswith(f"{manifest['num_samples']} images in 1 shards")
     for entry in manifest["repaired"] + manifest["rejected"]:
         assert entry["path"] in result.output
     assert manifest["params"]["short_side"] == 512
