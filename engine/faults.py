@@ -7,7 +7,8 @@ that the process reaches `<point>` it sends itself SIGKILL: no cleanup, no `fina
 flush, exactly what a power cut or the out-of-memory killer does. Without the variable a
 call costs one dictionary lookup. `tests/test_faults.py` kills `engine train` and
 `engine predict` this way in every phase and checks that running them again gives the
-same bytes as an uninterrupted run.
+same bytes as an uninterrupted run. `ENGINE_FAULT_SIGNAL=INT` sends SIGINT to the whole
+process group instead, as Ctrl-C in a terminal does (workers included), and lets it run on.
 
 Points: `shard-file` (a file packed), `features-batch` (a batch of the feature pass
 computed), `screen-round` (a screening round saved), `lp-epoch` / `ft-epoch` (a training
@@ -20,6 +21,7 @@ import os
 import signal
 
 ENV = "ENGINE_FAULT_AT"
+SIGNAL_ENV = "ENGINE_FAULT_SIGNAL"
 
 _hits: dict[str, int] = {}
 
@@ -33,5 +35,9 @@ def fault_point(point: str) -> None:
     if name != point:
         return
     _hits[point] = _hits.get(point, 0) + 1
-    if _hits[point] >= int(count or 1):
+    if _hits[point] != int(count or 1):
+        return
+    if os.environ.get(SIGNAL_ENV, "KILL") == "INT":
+        os.killpg(os.getpgid(0), signal.SIGINT)
+    else:
         os.kill(os.getpid(), signal.SIGKILL)
