@@ -15,6 +15,7 @@ not inside, so that `--force` may delete and rebuild the folder while holding it
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -70,6 +71,7 @@ def hold_output_lock(folder: Path, *, what: str = "run folder") -> None:
     key = str(lock_path(folder))
     if key not in _HELD:
         _HELD[key] = _acquire(Path(key), Path(folder), False, what)
+        atexit.register(_release, Path(key), _HELD[key])
 
 
 def locks_output(argument: str, *, what: str) -> Callable:

@@ -112,7 +112,15 @@ def _finished_manifest(out: Path, fprint: str) -> dict | None:
     path = out / MANIFEST_NAME
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:  # truncated, or not UTF-8: cut by something else, since we
+        manifest = err  # write it atomically
+    if not isinstance(manifest, dict):
+        # The progress records say which shards are done, with their fingerprints: the run
+        # resumes (rebuilds nothing that is intact) and writes the manifest again.
+        log.warning("%s is unreadable (%s); writing it again from the shards", path, manifest)
+        return None
     if manifest.get("fingerprint") != fprint:
         raise UserError(
             f"{out} already holds shards packed from other files or parameters; "

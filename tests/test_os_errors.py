@@ -141,3 +141,12 @@ def test_eval_train_counts_not_a_manifest(text, inputs, tmp_path):
     bad.write_bytes(text.encode("latin-1"))
     result = invoke("eval", inputs["pred"], inputs["pred"], "--train-counts", bad)
     assert_one_error_line(result, str(bad), "manifest.json")
+
+
+def test_predict_checks_its_output_before_inference(inputs, monkeypatch):
+    def no_inference(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr("heads.export.load_model", no_inference)
+    args = _command("predict --out", inputs, inputs["root"] / "blocker" / "pred.csv")
+    assert_one_error_line(invoke(*args), "blocker", "regular file")

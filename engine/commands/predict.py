@@ -128,11 +128,13 @@ def prediction_table(model, names, logits, rejected) -> list[tuple[str, str]]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def command(src: Path, model_dir: Path, out: Path, batch_size: int, backend: str, device: str):
     """Predict a class for every file of SRC (images, shards or a feature store)."""
+    from engine.lock import hold_output_lock
     from engine.runs import resolve_run
     from heads.export import load_model
     from heads.predict import write_predictions
     from heads.tensors import resolve_device
 
+    hold_output_lock(out, what="prediction file")  # fails now, not after inference, if unwritable
     model = load_model(resolve_run(model_dir), device=str(resolve_device(device)))
     kind = source_kind(src)
     if kind == "store":
