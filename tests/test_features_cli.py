@@ -47,7 +47,7 @@ def test_missing_shards_is_a_one_line_error(tmp_path):
 )
 def test_bad_options_are_usage_errors(tmp_path, args, message):
     result = CliRunner().invoke(main, ["features", str(tmp_path), *args])
-    assert result.exit_code == 2 and message in result.output
+    assert result.exit_code == 1 and message in result.output  # usage errors: one line, exit 1
 
 
 def test_features_end_to_end(tmp_path, monkeypatch):
