@@ -187,6 +187,7 @@ def test_bad_arguments(labeled):
 
 
 @pytest.mark.gpu
+@needs_dali
 def test_dali_gpu_matches_open_clip_within_tolerance(labeled, reference):
     loader = make_loader(labeled, backend="dali-gpu", batch_size=4, views=2, workers=2)
     images, index = collect(loader)

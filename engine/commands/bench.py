@@ -20,7 +20,7 @@ from engine.errors import UserError
 log = logging.getLogger(__name__)
 
 # Kept here, not imported from bench.suite, so `engine bench --help` stays instant.
-STAGE_NAMES = ("shard", "decode", "trunk", "features", "train", "screen", "predict")
+STAGE_NAMES = ("shard", "decode", "host", "trunk", "features", "train", "screen", "predict")
 
 
 def parse_stages(text: str) -> list[str]:

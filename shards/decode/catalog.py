@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.errors import UserError
-from shards.format import ShardEntry, open_shards, read_shard_meta, shard_samples, tar_bytes
+from shards.format import (
+    ShardEntry,
+    image_sizes,
+    open_shards,
+    parse_json_members,
+    shard_samples,
+    tar_bytes,
+)
 
 JPEG_EXT = "jpg"
 
@@ -35,6 +42,7 @@ class Catalog:
         keys: `__key__` of each sample.
         shard: (n,) int32 position in `entries` of each sample's shard.
         offsets, sizes: (n,) int64 byte range of each sample's `jpg` member inside its tar.
+        json_offsets, json_sizes: the same for its `json` member (size -1: none).
         entries: the shards this catalog reads.
     """
 
@@ -43,6 +51,8 @@ class Catalog:
     shard: np.ndarray
     offsets: np.ndarray
     sizes: np.ndarray
+    json_offsets: np.ndarray
+    json_sizes: np.ndarray
     entries: list[ShardEntry]
     _widths: np.ndarray = field(init=False, repr=False)
     _heights: np.ndarray = field(init=False, repr=False)
@@ -97,11 +107,23 @@ class Catalog:
         with self._lock:  # feeder threads may reach a new shard together; read it once
             if s in self._sized:
                 return
-            meta = read_shard_meta(self.entries[s])
             # A catalog holds whole shards, so a shard's rows are contiguous from its start.
             start = int(self._starts[s])
-            self._widths[start : start + len(meta.widths)] = meta.widths
-            self._heights[start : start + len(meta.heights)] = meta.heights
+            rows = slice(start, start + self.entries[s].count)
+            data = memoryview(self._map(s))
+            jsons = zip(
+                self.json_offsets[rows].tolist(), self.json_sizes[rows].tolist(), strict=True
+            )
+            jpegs = zip(self.offsets[rows].tolist(), self.sizes[rows].tolist(), strict=True)
+            try:
+                infos = parse_json_members(data, [(o, n) if n >= 0 else None for o, n in jsons])
+            except ValueError as err:
+                raise UserError(
+                    f"bad sample metadata in {self.entries[s].tar}: {err}; "
+                    "re-pack with `engine shard --force`"
+                ) from err
+            widths, heights = image_sizes(data, infos, list(jpegs))
+            self._widths[rows], self._heights[rows] = widths, heights
             self._sized.add(s)
 
     def __getstate__(self) -> dict:
@@ -135,7 +157,7 @@ def load_catalog(shards, *, rank: int = 0, world_size: int = 1, shard_ids=None) 
         for s, e in enumerate(shard_set.entries)
         if s % world_size == rank and (wanted is None or s in wanted)
     ]
-    indices, keys, shard, offsets, sizes = [], [], [], [], []
+    indices, keys, shard, offsets, sizes, json_ranges = [], [], [], [], [], []
     for s, entry in enumerate(entries):
         for position, (key, members) in enumerate(shard_samples(entry)):
             if JPEG_EXT not in members:
@@ -145,11 +167,14 @@ def load_catalog(shards, *, rank: int = 0, world_size: int = 1, shard_ids=None) 
             shard.append(s)
             offsets.append(members[JPEG_EXT][0])
             sizes.append(members[JPEG_EXT][1])
+            json_ranges.append(members.get("json", (0, -1)))
     return Catalog(
         np.asarray(indices, np.int64),
         keys,
         np.asarray(shard, np.int32),
         np.asarray(offsets, np.int64),
         np.asarray(sizes, np.int64),
+        np.asarray([o for o, _ in json_ranges], np.int64),
+        np.asarray([n for _, n in json_ranges], np.int64),
         entries,
     )

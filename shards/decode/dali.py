@@ -56,6 +56,16 @@ def _error_summary(err: Exception) -> str:
     return lines[0][:300] if lines else type(err).__name__
 
 
+def prepare_batch(catalog: Catalog, positions: range, *, seed: int, views: int) -> list:
+    """External-source columns of one batch: JPEG bytes (zero-copy slices of the tars' mmaps),
+    then `geometry_columns`. Sizes come from the shard metadata (read once per shard) and
+    the views of the whole batch are computed at once; no per-sample syscall or generator."""
+    widths, heights = catalog.image_sizes(positions)  # (B,), (B,)
+    index = catalog.indices[positions.start : positions.stop]  # (B,)
+    geo = batch_geometry(widths, heights, index, seed=seed, views=views)
+    return [catalog.jpeg_views(positions), *geometry_columns(geo)]
+
+
 class HostFeeder:
     """DALI's external source: bytes + geometry of the next batch, computed one batch ahead."""
 
@@ -64,22 +74,20 @@ class HostFeeder:
         n = len(catalog)
         self.batches = [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         self.pending: collections.deque[range] = collections.deque()
+        # Batches DALI may still be reading: the ones queued ahead plus the one running.
+        self._alive: collections.deque[list] = collections.deque(maxlen=PREFETCH + 2)
         self._next = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-host")
         self._ahead = self._pool.submit(self._prepare, 0) if self.batches else None
 
     def _prepare(self, b: int):
-        """JPEG views + geometry of batch b: sizes from shard metadata, views vectorised."""
-        positions = self.batches[b]
-        widths, heights = self.catalog.image_sizes(positions)  # (B,), (B,)
-        index = self.catalog.indices[positions.start : positions.stop]  # (B,)
-        geo = batch_geometry(widths, heights, index, seed=self.seed, views=self.views)
-        return [self.catalog.jpeg_views(positions), *geometry_columns(geo)]
+        return prepare_batch(self.catalog, self.batches[b], seed=self.seed, views=self.views)
 
     def __call__(self):
         if self._next >= len(self.batches):
             raise StopIteration
         out = self._ahead.result()
+        self._alive.append(out)  # external_source(no_copy=True) reads these buffers in place
         self.pending.append(self.batches[self._next])
         self._next += 1
         if self._next < len(self.batches):
@@ -106,7 +114,10 @@ def build_pipeline(feeder: HostFeeder, *, device: str, batch_size: int, workers:
         exec_dynamic=True,
     )
     def pipeline():
-        cols = fn.external_source(source=feeder, num_outputs=3 + 3 * views, batch=True)
+        # no_copy: JPEGs are read straight from the tars' mmaps (the feeder keeps them alive).
+        cols = fn.external_source(
+            source=feeder, num_outputs=3 + 3 * views, batch=True, no_copy=True
+        )
         jpegs, eval_w, eval_h = cols[0], cols[1], cols[2]
         image = fn.decoders.image(
             jpegs,
