@@ -59,13 +59,6 @@ def decode_stage(ctx: BenchContext) -> list[dict]:
     return out
 
 
-@stage("host")
-def host_stage(ctx: BenchContext) -> list[dict]:
-    """The DALI path's host feeder at 1 and 2 views vs the per-sample feeder it replaced;
-    needs no GPU and no DALI (it times batch preparation alone)."""
-    return stage_module("host_bench").host_rows(ctx)
-
-
 def _generic_row(stage_name: str, r: dict, note: str | None = None) -> dict:
     """A row of a module whose columns follow the common names (`images_per_s`, `baseline`)."""
     rate = next((r[k] for k in ("images_per_s", "img_s", "samples_per_s") if k in r), None)
@@ -175,3 +168,10 @@ def predict_stage(ctx: BenchContext) -> list[dict]:
         )
         for r in rows
     ]
+
+
+@stage("host")
+def host_stage(ctx: BenchContext) -> list[dict]:
+    """The DALI path's host feeder at 1 and 2 views vs the per-sample feeder it replaced;
+    needs no GPU and no DALI (it times batch preparation alone)."""
+    return stage_module("host_bench").host_rows(ctx)
