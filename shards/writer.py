@@ -32,7 +32,7 @@ from engine.lock import output_lock
 from shards.config import ShardConfig
 from shards.index import write_dali_index
 from shards.keys import make_key
-from shards.manifest import FORMAT, MANIFEST_NAME
+from shards.manifest import FORMAT, MANIFEST_NAME, read_manifest_file
 from shards.repair import Prepared, prepare_image
 from shards.sources import Source, SourceListing, fingerprint, list_sources
 
@@ -113,13 +113,12 @@ def _finished_manifest(out: Path, fprint: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:  # truncated, or not UTF-8: cut by something else, since we
-        manifest = err  # write it atomically
-    if not isinstance(manifest, dict):
-        # The progress records say which shards are done, with their fingerprints: the run
-        # resumes (rebuilds nothing that is intact) and writes the manifest again.
-        log.warning("%s is unreadable (%s); writing it again from the shards", path, manifest)
+        manifest = read_manifest_file(path)
+    except UserError as err:
+        # We write it atomically, so something else cut it. The progress records say which
+        # shards are done, with their fingerprints: the run resumes (repacks nothing intact)
+        # and writes the manifest again, rather than asking for a --force rebuild.
+        log.warning("%s is unreadable (%s); writing it again from the shards", path, err)
         return None
     if manifest.get("fingerprint") != fprint:
         raise UserError(
