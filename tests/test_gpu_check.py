@@ -89,11 +89,14 @@ def test_a_full_check_without_cuda_stops_after_saying_so(tmp_path, monkeypatch):
 
 
 def test_pytest_part_counts_failures(monkeypatch):
-    fake_pytest(monkeypatch, "F..\n1 failed, 2 passed, 4 skipped in 9.0s\n", 1)
+    calls = fake_pytest(monkeypatch, "F..\n1 failed, 2 passed, 4 skipped in 9.0s\n", 1)
     failed, passed = gpu_check_parts.part_pytest(CheckSizes())
     assert failed["value"] == 1.0 and failed["passed"] is False
     assert passed["value"] == 2.0 and passed["note"].startswith("4 skipped")
-    assert failed["note"] == "-m gpu tests: 1 failed, 2 passed, 4 skipped in 9.0s"
+    files = gpu_check_parts.gpu_test_files()
+    assert "tests/test_runner.py" in files and "tests/test_gpu_check.py" not in files
+    assert calls[0][-len(files) - 2 :] == ["-m", "gpu", *files]
+    assert failed["note"] == f"-m gpu, {len(files)} files: 1 failed, 2 passed, 4 skipped in 9.0s"
 
 
 def test_memory_plan_goes_through_the_adapter(monkeypatch):
