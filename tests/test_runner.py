@@ -90,3 +90,16 @@ def test_overlapped_on_cuda_equals_synchronous_calls():
         want_embed, want_tokens = runner(images)
         np.testing.assert_array_equal(got[i][0], want_embed)
         np.testing.assert_array_equal(got[i][1], want_tokens)
+
+
+@pytest.mark.gpu
+def test_compiled_trunk_does_not_recompile_for_the_padded_last_batch(monkeypatch):
+    """The padded short batch has the full batches' shape and channels_last strides."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    runner = TrunkRunner(tiny_clip().model.visual, 2, torch.device("cuda"), compile=True)
+    runner.trunk_tokens(torch.randn(1, 8, 3, 224, 224))  # compiles for (8, 3, 224, 224)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    tokens = runner.trunk_tokens(torch.randn(1, 5, 3, 224, 224))  # padded to 8: no recompile
+    assert tokens.shape == (5, 50, 64)
