@@ -10,7 +10,14 @@ export OMP_NUM_THREADS ?= 2
 # builds); with no nvidia-smi, none: the registry's default torch and DALI for CUDA 13, which
 # also run on the CPU (what CI installs).
 DRIVER_CUDA := $(shell nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\..*/\1/p' | head -n 1)
-CUDA ?= $(shell [ -n "$(DRIVER_CUDA)" ] && { [ "$(DRIVER_CUDA)" -ge 13 ] && echo 13 || echo $(DRIVER_CUDA); })
+AUTO_CUDA := $(shell [ -n "$(DRIVER_CUDA)" ] && { [ "$(DRIVER_CUDA)" -ge 13 ] && echo 13 || echo $(DRIVER_CUDA); })
+CUDA ?= $(AUTO_CUDA)
+# An unrelated CUDA variable in the environment (a path, say) is not a choice of build.
+ifeq ($(origin CUDA),environment)
+ifeq ($(filter 12 13,$(CUDA)),)
+CUDA := $(AUTO_CUDA)
+endif
+endif
 ifneq ($(filter-out 12 13,$(CUDA)),)
 $(error CUDA=$(CUDA): this project installs builds for CUDA=12 or CUDA=13 (a driver older than CUDA 12 needs an update))
 endif

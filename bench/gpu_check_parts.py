@@ -57,15 +57,23 @@ class CheckSizes:
         )  # fmt: skip
 
     def clip(self):
-        """The model parts time: ViT-B/32 (random weights: speed needs no values); the dry
-        run uses the tiny test CLIP."""
-        if self.dry:
-            from features.testing import tiny_clip
+        """The model parts time, built once per process: ViT-B/32 (random weights: speed
+        needs no values); the dry run uses the tiny test CLIP. Parts only read it (the
+        trainers and the full baseline train copies)."""
+        key = (self.dry, self.device)
+        if key not in _CLIPS:
+            if self.dry:
+                from features.testing import tiny_clip
 
-            return tiny_clip()
-        from features.model import load_clip
+                _CLIPS[key] = tiny_clip()
+            else:
+                from features.model import load_clip
 
-        return load_clip("random", self.device)
+                _CLIPS[key] = load_clip("random", self.device)
+        return _CLIPS[key]
+
+
+_CLIPS: dict = {}
 
 
 def check_line(

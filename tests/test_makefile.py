@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 
 
-def dry_setup(tmp_path: Path, *args: str, driver_cuda: str | None = None) -> list[str]:
+def dry_setup(
+    tmp_path: Path, *args: str, driver_cuda: str | None = None, env_cuda: str | None = None
+) -> list[str]:
     """The commands `make setup ARGS` would run, with a fake nvidia-smi (or none) on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -24,6 +26,8 @@ def dry_setup(tmp_path: Path, *args: str, driver_cuda: str | None = None) -> lis
     smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
     path = f"{bin_dir}:/usr/bin:/bin"
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA", "MAKEFLAGS", "MFLAGS")}
+    if env_cuda is not None:
+        env["CUDA"] = env_cuda
     out = subprocess.run(
         ["make", "-n", "-B", "-C", str(ROOT), "setup", f"VENV={tmp_path / 'venv'}", *args],
         env={**env, "PATH": path}, capture_output=True, text=True, check=False,
@@ -73,3 +77,9 @@ def test_the_dali_extras_name_one_wheel_each():
     ]
     assert extras["dali-cuda12"][0].startswith("nvidia-dali-cuda120")
     assert extras["dali-cuda13"][0].startswith("nvidia-dali-cuda130")
+
+
+def test_an_unrelated_cuda_variable_in_the_environment_is_ignored(tmp_path):
+    assert dry_setup(tmp_path, env_cuda="/usr/local/cuda")[-1].endswith("'.[dev,dali-cuda13]'")
+    assert len(dry_setup(tmp_path, env_cuda="/usr/local/cuda")) == 2  # no torch index
+    assert dry_setup(tmp_path, env_cuda="12")[-1].endswith("'.[dev,dali-cuda12]'")
