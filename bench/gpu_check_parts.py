@@ -22,6 +22,7 @@ import torch
 log = logging.getLogger(__name__)
 
 TRUNK_DEPTH = 2  # the recommended --unfreeze-last 2: the trunk is 10 of 12 blocks
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # the repository's, from any folder
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class CheckSizes:
             dry=True, device="cpu", trunk_batches=(2, 4), compile_trunk=False, repeats=1,
             head_n=512, head_batch=128, tail_n=16, tail_batch=8, classes=10,
             screen_classes=10, screen_per_class=20, memory_n=32, features_n=16,
-            features_batch=8, pytest_files=("tests/test_runner.py",),
+            features_batch=8, pytest_files=(str(TESTS / "test_runner.py"),),
         )  # fmt: skip
 
     def clip(self):
@@ -212,7 +213,7 @@ def part_screen(sizes: CheckSizes) -> list[dict]:
 _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
 
 
-def gpu_test_files(root: str = "tests") -> tuple[str, ...]:
+def gpu_test_files(root: Path = TESTS) -> tuple[str, ...]:
     """Test files holding a `gpu`-marked test: collecting only these keeps modules that import
     what the GPU host lacks (cleanlab, ...) from failing the collection."""
     found = (p for p in sorted(Path(root).glob("test_*.py")) if "mark.gpu" in p.read_text())
