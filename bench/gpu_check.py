@@ -61,7 +61,7 @@ def run_part(name: str, sizes: CheckSizes) -> list[dict]:
     return lines
 
 
-def _header(sizes: CheckSizes) -> dict:
+def _header(sizes: CheckSizes, argv: list[str]) -> dict:
     import torch
 
     return {
@@ -70,14 +70,14 @@ def _header(sizes: CheckSizes) -> dict:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "command": " ".join(["python -m bench.gpu_check", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.gpu_check", *argv]),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
 
-def run_check(sizes: CheckSizes, out: Path, names: list[str]) -> dict:
+def run_check(sizes: CheckSizes, out: Path, names: list[str], argv: list[str] = ()) -> dict:
     """Run `names` in order, rewriting `out` after each part; returns the report."""
-    report = {**_header(sizes), "lines": [], "complete": False}
+    report = {**_header(sizes, list(argv)), "lines": [], "complete": False}
     start = time.perf_counter()
     for name in names:
         log.info("gpu check: part %s ...", name)
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON report")
     parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     names = [n for n in args.parts.split(",") if n]
     unknown = [n for n in names if n not in PARTS]
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown part(s) {unknown}; valid: {','.join(PARTS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sizes = CheckSizes.dry_run() if args.dry_run else CheckSizes()
-    report = run_check(sizes, args.out, names)
+    report = run_check(sizes, args.out, names, argv)
     print(format_report(report))
     print(f"report -> {args.out}")
     return exit_status(report)

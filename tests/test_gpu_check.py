@@ -40,6 +40,7 @@ def test_dry_run_reports_every_part_on_the_cpu(tmp_path, monkeypatch):
     assert gpu_check.main(["--dry-run", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["dry_run"] and report["complete"]
+    assert report["command"] == f"python -m bench.gpu_check --dry-run --out {out}"
     parts = list(dict.fromkeys(line["part"] for line in report["lines"]))
     assert parts == [*gpu_check.PARTS, "total"]
     by_name = {line["name"]: line for line in report["lines"]}
