@@ -112,14 +112,7 @@ def _finished_manifest(out: Path, fprint: str) -> dict | None:
     path = out / MANIFEST_NAME
     if not path.is_file():
         return None
-    try:
-        manifest = read_manifest_file(path)
-    except UserError as err:
-        # We write it atomically, so something else cut it. The progress records say which
-        # shards are done, with their fingerprints: the run resumes (repacks nothing intact)
-        # and writes the manifest again, rather than asking for a --force rebuild.
-        log.warning("%s is unreadable (%s); writing it again from the shards", path, err)
-        return None
+    manifest = read_manifest_file(path)  # a truncated or non-object manifest: one-line error
     if manifest.get("fingerprint") != fprint:
         raise UserError(
             f"{out} already holds shards packed from other files or parameters; "
@@ -207,6 +200,7 @@ def _worker_pool(workers: int):
     context = multiprocessing.get_context("spawn")
     if threading.current_thread() is not threading.main_thread():
         return context.Pool(workers, initializer=_ignore_sigint)
+    # Ignored in the parent too while the pool starts its workers (a fraction of a second).
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         return context.Pool(workers, initializer=_ignore_sigint)
