@@ -155,29 +155,47 @@ class RawChunks:
         os.close(fd)
         os.replace(tmp, path)
 
-    def read_rows(self, view: int, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """out[i] = array[view, rows[i]] for a (V, N, ...) array chunked (1, c, ...), by pread.
+    def read_rows(self, view: int, rows: np.ndarray, out: np.ndarray, slots=None) -> np.ndarray:
+        """out[slots[i]] = array[view, rows[i]] for a (V, N, ...) array chunked (1, c, ...).
 
-        Rows of a missing chunk file (never written, or all fill value) read as zeros.
+        One pread per run of rows that are consecutive both in the chunk file and in `out`
+        (a whole block in store order is one read per chunk). Rows of a missing chunk file
+        (never written, or all fill value) read as zeros.
+
+        Args:
+            view: index along V.
+            rows: (m,) rows along N, any order, repeats allowed.
+            out: C-contiguous (k, ...) array of the array's dtype.
+            slots: (m,) rows of `out` to fill (default 0..m-1).
         """
         rows = np.asarray(rows, dtype=np.int64)
+        slots = np.arange(len(rows)) if slots is None else np.asarray(slots, dtype=np.int64)
+        if not out.flags.c_contiguous or out.dtype != self.array.dtype:
+            raise ValueError("out must be C-contiguous and of the array's dtype")
         chunk_n = self.chunk_shape[1]
         row_bytes = int(np.prod(self.array.shape[2:])) * self.array.dtype.itemsize
-        flat = out.reshape(len(rows), -1).view(np.uint8)  # (n, row_bytes) over `out`'s memory
+        flat = out.reshape(len(out), -1).view(np.uint8)  # (k, row_bytes) over `out`'s memory
         chunk_of = rows // chunk_n
         for c in np.unique(chunk_of).tolist():
             picks = np.flatnonzero(chunk_of == c)
             try:
                 fd = os.open(self.path((view, c)), os.O_RDONLY)
             except FileNotFoundError:
-                flat[picks] = 0
+                flat[slots[picks]] = 0
                 continue
             try:
-                for i in picks.tolist():
-                    offset = int(rows[i] - c * chunk_n) * row_bytes
-                    got = os.preadv(fd, [flat[i]], offset)
-                    if got != row_bytes:
-                        raise OSError(f"short read in {self.path((view, c))} at {offset}")
+                _read_runs(fd, rows[picks] - c * chunk_n, slots[picks], flat, row_bytes)
             finally:
                 os.close(fd)
         return out
+
+
+def _read_runs(fd: int, local: np.ndarray, slots: np.ndarray, flat: np.ndarray, row_bytes: int):
+    """pread rows `local` of one chunk file into flat[slots], one call per consecutive run."""
+    breaks = np.flatnonzero((np.diff(local) != 1) | (np.diff(slots) != 1)) + 1
+    for a, b in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(local)].tolist(), strict=True):
+        s = int(slots[a])
+        target = flat[s : s + (b - a)].reshape(-1)
+        got = os.preadv(fd, [target], int(local[a]) * row_bytes)
+        if got != target.nbytes:
+            raise OSError(f"short read: {got} of {target.nbytes} bytes at row {int(local[a])}")

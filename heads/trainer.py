@@ -132,6 +132,7 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
     perm_d = perm.to(problem.device)
     if T.same_device(table.device, problem.device):
         perm, view_of = perm_d, view_of.to(problem.device)
+    T.begin_epoch(table, perm, view_of, cfg.batch_size)  # a streamed table starts reading ahead
     loss_fn = loss_from_config(cfg)
     steps = math.ceil(n / cfg.batch_size)
     # Sums stay on the device: a float()/int() per step would synchronise the GPU every step.
@@ -251,7 +252,8 @@ def fit(
 
 def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
     views = data.num_views if cfg.views is None else min(cfg.views, data.num_views)
-    tokens = T.load_tokens(data.tokens, rows, views, device)  # (V, n, L, W) at store depth
+    # (V, n, L, W) at store depth, where heads.memory.plan_tokens puts it: GPU, host, stream
+    tokens = T.load_tokens(data.tokens, rows, views, device)
     between = prefix_blocks(visual, data.depth, cfg.unfreeze_last)
     if between:
         log.info("advancing cached tokens through %d frozen blocks", len(between))
@@ -261,7 +263,7 @@ def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
                 x = block(x)
             return x
 
-        tokens = T.map_chunks(advance, tokens, device, out_dtype=torch.float16, inplace=True)
+        tokens = T.advance_table(tokens, advance, device)  # in place, or per batch if streamed
     return tokens
 
 
