@@ -17,6 +17,11 @@ random-weight ViT-B/32 tokens, 2-core CPU, local disk): zstd-1 shrinks fp16 acti
 256-row chunks (19.7 MB per view) wrote at 309 MB/s against 139-152 MB/s for 64-128 rows;
 512 rows wrote no faster and read slower.
 
+Writes: uncompressed `tokens` and `embed` skip zarr's write machinery and go straight to their
+chunk files (`features.chunkio`: the same bytes, temp file + rename, direct I/O from the
+extractor's page-aligned buffers); `python -m bench.store_bench` times it against the old
+all-zarr path (`write_chunk_zarr`).
+
 Depth: a store of depth k holds the tokens entering block 12 - k. It serves any k' <= k:
 `features.split.advance_tokens(visual, tokens, k, k')` runs the k - k' frozen blocks between
 (the trainer does so once when it loads the store); `check_depth(k')` refuses k' > k.

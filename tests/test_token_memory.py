@@ -181,3 +181,32 @@ def test_loaded_tables_hold_the_store_rows(tiny_store, monkeypatch):
     with pytest.raises(RuntimeError, match="order"):
         streamed.gather(view_of, perm[3:6], torch.device("cpu"))
     streamed.end_epoch()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("where", ["gpu", "pinned", "stream"])
+def test_every_placement_gathers_the_same_batches_on_the_gpu(tiny_store, monkeypatch, where):
+    _, path, data = tiny_store
+    from heads.data import load_features
+
+    device = T.resolve_device("cuda")
+    rows = np.arange(24)
+    _force(monkeypatch, where, chunk_rows=5, pin=where == "pinned")
+    table = T.load_tokens(load_features(path).tokens, rows, 2, device)
+    if where == "pinned":
+        assert isinstance(table, HostChunks) and table.is_pinned()
+    view_of, pick = torch.arange(24) % 2, torch.tensor([23, 0, 9, 10, 4])
+    T.begin_epoch(table, pick, view_of, batch_size=5)
+    got = T.gather_views(table, view_of.to(table.device), pick.to(table.device), device)
+    expected = torch.from_numpy(data.tokens)[view_of[pick], pick]
+    assert got.device == device and torch.equal(got.cpu(), expected)
+
+
+@pytest.mark.gpu
+def test_streamed_training_on_the_gpu_matches_resident(tiny_store, monkeypatch):
+    visual, path, _ = tiny_store
+    cfg = dataclasses.replace(_cfg(2), device="cuda")
+    resident = fit(path, cfg, clip=visual)
+    _force(monkeypatch, "stream")
+    streamed = fit(path, cfg, clip=visual)
+    np.testing.assert_allclose(_losses(streamed), _losses(resident), rtol=1e-5)
