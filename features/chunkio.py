@@ -86,6 +86,14 @@ def _write_all(fd: int, view: memoryview) -> None:
         written += os.write(fd, view[written:])
 
 
+def _rows_are_whole(shape: tuple[int, ...], chunks: tuple[int, ...]) -> bool:
+    """The layout the row arithmetic assumes: (V, N, ...) chunked (1, c, whole rows) or
+    (N, ...) chunked (c, whole rows); other chunkings (another tool's store) go through zarr."""
+    if len(shape) == 4:
+        return chunks[0] == 1 and tuple(chunks[2:]) == tuple(shape[2:])
+    return tuple(chunks[1:]) == tuple(shape[1:])
+
+
 @dataclass(frozen=True)
 class RawChunks:
     """The chunk files of one raw array.
@@ -115,6 +123,7 @@ class RawChunks:
             or type(store).__name__ != "LocalStore"
             or meta.fill_value != 0
             or not array.dtype.isnative
+            or not _rows_are_whole(array.shape, array.chunks)
         ):
             return None
         return cls(array, Path(store.root) / array.store_path.path)

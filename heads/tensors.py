@@ -126,16 +126,27 @@ def load_tokens(tokens, rows: np.ndarray, views: int, device: torch.device):
 
 
 def _load_on_gpu(tokens, raw, rows: np.ndarray, shape, device) -> torch.Tensor:
-    """Filled block by block through one reused (pinned) staging buffer: a GPU table never
-    has a host copy of a whole view."""
+    """Filled block by block through two reused pinned staging buffers (the disk fills one
+    while the other is copied): a GPU table never has a host copy of a whole view."""
     out = torch.empty(shape, dtype=torch.float16, device=device)
-    staging = torch.empty((READ_BLOCK, *shape[2:]), dtype=torch.float16, pin_memory=True)
+    staging = [
+        torch.empty((READ_BLOCK, *shape[2:]), dtype=torch.float16, pin_memory=True)
+        for _ in range(2)
+    ]
+    copied: list = [None, None]  # CUDA event per buffer: its last copy has finished
+    stream = torch.cuda.current_stream(device)
+    step = 0
     for v in tqdm(range(shape[0]), desc="load tokens", disable=shape[0] * shape[1] < 50_000):
         for lo in range(0, shape[1], READ_BLOCK):
-            hi = min(lo + READ_BLOCK, shape[1])
-            _read_into(tokens, raw, v, rows[lo:hi], staging[: hi - lo].numpy())
-            out[v, lo:hi].copy_(staging[: hi - lo], non_blocking=True)
-            torch.cuda.current_stream(device).synchronize()  # before `staging` is refilled
+            hi, slot = min(lo + READ_BLOCK, shape[1]), step % 2
+            if copied[slot] is not None:
+                copied[slot].synchronize()  # before this buffer is refilled
+            _read_into(tokens, raw, v, rows[lo:hi], staging[slot][: hi - lo].numpy())
+            out[v, lo:hi].copy_(staging[slot][: hi - lo], non_blocking=True)
+            copied[slot] = torch.cuda.Event()
+            copied[slot].record(stream)
+            step += 1
+    stream.synchronize()
     return out
 
 

@@ -170,23 +170,41 @@ class StreamedTokens:
         )  # fmt: skip
         self._thread.start()
 
+    def _read_batch(self, rows: np.ndarray, views: np.ndarray) -> torch.Tensor:
+        batch = torch.from_numpy(self.read(views, rows))  # (B, L, W)
+        return batch.pin_memory() if torch.cuda.is_available() else batch
+
     def _produce(self, perm: np.ndarray, view_of: np.ndarray, batch_size: int) -> None:
+        """Background thread: `prefetch` batches read at once by a pool (preads release the
+        GIL, and a disk serves several requests faster than one), handed over in order."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
         try:
-            for lo in range(0, len(perm), batch_size):
-                rows = perm[lo : lo + batch_size]
-                batch = torch.from_numpy(self.read(view_of[rows], rows))
-                if torch.cuda.is_available():
-                    batch = batch.pin_memory()
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put((rows, batch), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
+            with ThreadPoolExecutor(self.prefetch, thread_name_prefix="token-read") as pool:
+                reading: deque = deque()
+                for lo in range(0, len(perm), batch_size):
+                    rows = perm[lo : lo + batch_size]
+                    reading.append((rows, pool.submit(self._read_batch, rows, view_of[rows])))
+                    if len(reading) >= self.prefetch and not self._hand_over(reading.popleft()):
+                        return
+                while reading:
+                    if not self._hand_over(reading.popleft()):
+                        return
         except BaseException as err:  # surfaced in the training thread
             self._queue.put((None, err))
+
+    def _hand_over(self, item) -> bool:
+        """Queue one read batch for the trainer; False once the epoch was ended early."""
+        rows, future = item
+        batch = future.result()
+        while not self._stop.is_set():
+            try:
+                self._queue.put((rows, batch), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def end_epoch(self) -> None:
         if self._thread is not None:

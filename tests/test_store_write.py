@@ -72,6 +72,23 @@ def test_compressed_stores_have_no_raw_view_and_still_round_trip(tmp_path):
     np.testing.assert_array_equal(store.tokens(0), rows["tokens"][0])
 
 
+def test_other_chunk_layouts_are_left_to_zarr(tmp_path):
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w", zarr_format=3)
+    split_rows = group.create_array(
+        "t", shape=(2, 8, *TOKENS), chunks=(1, 4, 5, 4), dtype="float16", compressors=None
+    )
+    two_views = group.create_array(
+        "u", shape=(2, 8, *TOKENS), chunks=(2, 4, *TOKENS), dtype="float16", compressors=None
+    )
+    whole = group.create_array(
+        "w", shape=(2, 8, *TOKENS), chunks=(1, 4, *TOKENS), dtype="float16", compressors=None
+    )
+    assert RawChunks.of(split_rows) is None and RawChunks.of(two_views) is None
+    assert RawChunks.of(whole) is not None and RawChunks.of(np.zeros(3)) is None
+
+
 def test_aligned_buffers_start_every_view_on_a_block_boundary():
     buffer = aligned_empty((3, 7, *TOKENS))
     assert all(is_aligned(buffer[v]) and buffer[v].flags.c_contiguous for v in range(3))
