@@ -30,6 +30,7 @@ from heads.screen.suspects import (
     flagged_classes,
     select_suspects,
     suspect_rows,
+    write_scores,
     write_suspects_csv,
     write_text_atomic,
 )
@@ -88,6 +89,44 @@ class SuspectsFiles:
     csv: Path
     thumbnails: int
     note: str | None  # why the page has no thumbnails, when it has none
+
+
+def source_from_store(store, *, store_path=None, shards=None, names=None, settings=None):
+    """A PageSource from a `features.store.FeatureStore` or `heads.data.FeatureData`.
+
+    The shards are `shards` when given, else the folder the store recorded, else the default
+    layout's sibling (`work/features/train.zarr` -> `work/shards/train`); check_shards then
+    refuses any whose fingerprint is not the store's, so a guess never shows wrong images.
+    `names`: display names in class order, or {folder: name} (folders without one keep theirs).
+    """
+    if isinstance(names, dict):
+        names = [names.get(c, c) for c in store.classes]
+    recorded = dict(store.attrs.get("source") or {})
+    store_path = Path(store_path or getattr(store, "path", "") or "")
+    if shards is None:
+        shards = recorded.get("folder") or recorded.get("shards")
+    if shards is None and store_path.name:
+        shards = store_path.parent.parent / "shards" / store_path.name.removesuffix(".zarr")
+    return PageSource(
+        paths=list(store.paths),
+        classes=list(store.classes),
+        names=list(names) if names else None,
+        keys=list(store.keys) or None,
+        store=str(store_path) if store_path.name else None,
+        shards=Path(shards) if shards else None,
+        fingerprint=recorded.get("fingerprint"),
+        settings=dict(settings or {}),
+    )
+
+
+def write_screening_page(out_dir, result, store, *, suspects: int = 200, **source) -> SuspectsFiles:
+    """Everything a screening leaves for a person: scores.npz, suspects.csv, suspects.html.
+
+    `source`: the keyword arguments of `source_from_store` (store_path, shards, names, settings).
+    """
+    write_scores(out_dir, result)
+    page_source = source_from_store(store, **source)
+    return write_suspects(out_dir, result, store.labels, page_source, PageConfig(suspects=suspects))
 
 
 def write_suspects(out_dir, result, labels, source: PageSource, cfg: PageConfig | None = None):

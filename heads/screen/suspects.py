@@ -118,6 +118,14 @@ def read_suspects_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def mislabeled_share(csv_path: Path, wrong_paths, top: int = 20) -> tuple[int, int]:
+    """(hits, n): how many of the first `top` rows of a suspects.csv are in `wrong_paths`
+    (paths known to be mislabeled, e.g. from a generated data set's truth file)."""
+    rows = read_suspects_csv(csv_path)[:top]
+    wrong = set(wrong_paths)
+    return sum(row["path"] in wrong for row in rows), len(rows)
+
+
 def write_text_atomic(path: Path, text: str) -> Path:
     """Write UTF-8 text through a temp file and a rename: a reader never sees half a page."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,5 +138,25 @@ def write_text_atomic(path: Path, text: str) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    os.replace(tmp, path)
+    return path
+
+
+SCORES_FILE = "scores.npz"
+
+
+def write_scores(out_dir: Path, result) -> Path:
+    """`scores.npz` of the final round: state (N,) int8, combined and p_clean (N,) float32 and
+    one (N,) array per signal (`signal_<name>`), for report.png and outside tools."""
+    path = Path(out_dir) / SCORES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "state": np.asarray(result.state, np.int8),
+        "combined": np.asarray(result.combined, np.float32),
+        "p_clean": np.asarray(result.p_clean, np.float32),
+        **{f"signal_{k}": np.asarray(v, np.float32) for k, v in result.scores.items()},
+    }
+    tmp = path.with_name("scores.tmp.npz")  # np.savez adds .npz to names without it
+    np.savez_compressed(tmp, **arrays)
     os.replace(tmp, path)
     return path
