@@ -205,7 +205,7 @@ def _head(source: PageSource, result, note: str | None) -> str:
     n, k = len(source.paths), len(source.classes)
     lines = [
         "<h1>Screening suspects</h1>",
-        f"<p>{n} samples, {k} classes, {len(result.rounds)} screening round(s). "
+        f"<p>{n} samples, {k} classes, screening rounds 0..{len(result.rounds) - 1}. "
         f"Store: <code>{escape(str(source.store or '-'))}</code>; shards: "
         f"<code>{escape(str(source.shards or '-'))}</code>.</p>",
     ]
