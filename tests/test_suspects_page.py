@@ -251,3 +251,32 @@ def test_page_renders_in_headless_chromium(packed, tmp_path):
     for colour in COLOURS:
         close = np.abs(pixels - np.array(colour)).max(axis=2) < 40
         assert close.sum() > 500, colour
+
+
+def test_screening_page_finds_the_stores_shards_beside_it(packed, tmp_path):
+    """work/features/train.zarr -> work/shards/train, checked by fingerprint; scores.npz saved."""
+    from types import SimpleNamespace
+
+    from heads.screen.page import write_screening_page
+
+    out, manifest, samples = packed
+    (tmp_path / "shards").symlink_to(out.parent, target_is_directory=True)
+    source, labels = _source(packed)
+    store = SimpleNamespace(
+        paths=source.paths, keys=source.keys, classes=source.classes, labels=labels,
+        attrs={"source": {"fingerprint": manifest["fingerprint"], "num_samples": len(labels)}},
+    )  # fmt: skip
+    result = _result(labels, 3)
+    files = write_screening_page(tmp_path / "rounds", result, store, suspects=6,
+                                 store_path=tmp_path / "features" / "train.zarr",
+                                 names={CLASSES[1]: "dog rose"})  # fmt: skip
+    assert files.note is None and len(_parse(files.html).images) > 6
+    assert "dog rose (Rosa canina)" in files.html.read_text(encoding="utf-8")
+    with np.load(tmp_path / "rounds" / "scores.npz") as saved:
+        np.testing.assert_array_equal(saved["state"], result.state)
+        np.testing.assert_allclose(saved["combined"], result.combined)
+        np.testing.assert_allclose(saved["signal_knn"], result.scores["knn"].astype(np.float32))
+    store.attrs["source"]["fingerprint"] = "0123456789abcdef"  # other shards: no thumbnails
+    files = write_screening_page(tmp_path / "r2", result, store, suspects=6,
+                                 store_path=tmp_path / "features" / "train.zarr")  # fmt: skip
+    assert "made from 0123456789abcdef" in files.note
