@@ -4,9 +4,9 @@
     thumbs[17]          # JPEG bytes, short side 128 px (smaller images are not enlarged)
     data_uri(thumbs[17])  # "data:image/jpeg;base64,..." for a self-contained HTML page
 
-Only the samples asked for are read: a shard's DALI `.idx` names the byte offset and size of
-each sample's `jpg` member, so an image costs one seek and one read, never a walk through the
-tar. Pillow's `draft` then decodes the JPEG at 1/2, 1/4 or 1/8 scale inside the DCT (the
+Only the samples asked for are read: a shard's DALI `.idx` (through shards.format) names the
+byte offset and size of each sample's `jpg` member, so an image is one slice of the tar's mmap,
+never a walk through the tar. Pillow's `draft` then decodes the JPEG at 1/2, 1/4 or 1/8 scale inside the DCT (the
 largest reduction that still leaves `short_side` pixels), about 4-16x less work than a full
 decode. Together that keeps a page of a few hundred thumbnails to seconds on a 300k set.
 """
@@ -24,8 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine.errors import UserError
-from shards.index import split_name
-from shards.manifest import load_manifest
+from shards.format import REPACK, ShardSet, open_shards, shard_samples, tar_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,64 +49,55 @@ class Location:
     key: str
 
 
-def check_shards(shard_dir: Path, *, fingerprint: str | None = None, num_samples=None) -> dict:
-    """The shards' manifest when they are the ones a store was made from.
+def check_shards(shard_dir, *, fingerprint: str | None = None, num_samples=None) -> ShardSet:
+    """The shards' checked `ShardSet` when they are the ones a store was made from.
 
     Raises:
         ShardsUnavailable: no shards at `shard_dir`, or their fingerprint or sample count
             differ from what the store recorded (the message says which).
     """
-    shard_dir = Path(shard_dir)
-    if not (shard_dir / "manifest.json").is_file():
+    if not isinstance(shard_dir, ShardSet) and not (Path(shard_dir) / "manifest.json").is_file():
         raise ShardsUnavailable(f"no shards at {shard_dir} (no manifest.json)")
     try:
-        manifest = load_manifest(shard_dir)
-    except (UserError, OSError, ValueError, KeyError) as err:  # no usable manifest
-        raise ShardsUnavailable(f"{shard_dir}: {err}") from err
-    if fingerprint and manifest.get("fingerprint") not in (None, fingerprint):
+        shards = open_shards(shard_dir)
+    except UserError as err:  # a damaged or foreign manifest: no thumbnails, and why
+        raise ShardsUnavailable(str(err)) from err
+    found = shards.manifest.get("fingerprint")
+    if fingerprint and found not in (None, fingerprint):
         raise ShardsUnavailable(
-            f"{shard_dir} holds shards {manifest.get('fingerprint')}, the store was made from "
-            f"{fingerprint}"
+            f"{shards.root} holds shards {found}, the store was made from {fingerprint}"
         )
-    if num_samples is not None and int(manifest["num_samples"]) != int(num_samples):
+    if num_samples is not None and shards.num_samples != int(num_samples):
         raise ShardsUnavailable(
-            f"{shard_dir} holds {manifest['num_samples']} samples, the store {num_samples}"
+            f"{shards.root} holds {shards.num_samples} samples, the store {num_samples}"
         )
-    return manifest
+    return shards
 
 
-def _jpg_entry(line: str, tar: Path) -> Location:
-    """The `jpg` member of one `.idx` line (`<ext> <offset> <size> <name>` per member)."""
-    parts = line.split()
-    for i in range(0, len(parts) - 3, 4):
-        ext, offset, size, name = parts[i : i + 4]
-        if ext == "jpg":
-            return Location(tar, int(offset), int(size), split_name(name)[0])
-    raise ShardsUnavailable(f"{tar}: index line without a jpg member: {line[:80]!r}")
+def locate(shards, indices: Iterable[int]) -> dict[int, Location]:
+    """{global index: Location} for the given samples, reading only the `.idx` files of the
+    shards they fall in (store order: shards by name, samples in tar order).
 
-
-def locate(shard_dir: Path, indices: Iterable[int], manifest: dict | None = None):
-    """{global index: Location} for the given samples, reading only the shards' `.idx` they
-    fall in (store order: shards in manifest order, samples in tar order)."""
-    shard_dir = Path(shard_dir)
-    manifest = manifest or load_manifest(shard_dir)
-    starts, offset = [], 0
-    for shard in manifest["shards"]:
-        starts.append(offset)
-        offset += int(shard["count"])
+    Raises:
+        IndexError: an index outside the folder's samples.
+        UserError: a shard or its index is damaged (shards.format names it).
+    """
+    shards = open_shards(shards)
+    starts = [entry.offset for entry in shards.entries]
     wanted: dict[int, list[int]] = {}
-    for i in sorted(set(int(i) for i in indices)):
-        if not 0 <= i < offset:
-            raise IndexError(f"sample {i} is outside the {offset} samples of {shard_dir}")
-        s = bisect.bisect_right(starts, i) - 1
-        wanted.setdefault(s, []).append(i)
+    for i in sorted({int(i) for i in indices}):
+        if not 0 <= i < shards.num_samples:
+            raise IndexError(f"sample {i} is outside the {shards.num_samples} of {shards.root}")
+        wanted.setdefault(bisect.bisect_right(starts, i) - 1, []).append(i)
     found = {}
     for s, members in wanted.items():
-        shard = manifest["shards"][s]
-        tar = shard_dir / shard["name"]
-        lines = (shard_dir / shard["index"]).read_text(encoding="utf-8").splitlines()[1:]
+        entry = shards.entries[s]
+        samples = shard_samples(entry)  # from the .idx (checked against count and tar size)
         for i in members:
-            found[i] = _jpg_entry(lines[i - starts[s]], tar)
+            key, parts = samples[i - entry.offset]
+            if "jpg" not in parts:
+                raise UserError(f"{entry.tar}: sample {key!r} has no jpg member; {REPACK}")
+            found[i] = Location(entry.tar, *parts["jpg"], key)
     return found
 
 
@@ -128,42 +118,38 @@ def thumbnail(jpeg: bytes, short_side: int = THUMB_SIDE, quality: int = THUMB_QU
 
 
 def read_thumbnails(
-    shard_dir: Path,
+    shards,
     indices: Iterable[int],
     *,
     short_side: int = THUMB_SIDE,
     expect_keys: Mapping[int, str] | None = None,
-    manifest: dict | None = None,
 ) -> dict[int, bytes]:
     """{global index: thumbnail JPEG bytes} for the given samples of a shard folder.
 
     Args:
+        shards: a shard folder or its `ShardSet` (e.g. from check_shards).
         expect_keys: the key each index must hold (e.g. the store's keys); a mismatch means
             the shards are not the store's, and nothing is returned for the wrong images.
-        manifest: the folder's manifest when already loaded (check_shards).
 
     Raises:
         ShardsUnavailable: a sample's key differs from `expect_keys`.
     """
-    where = locate(shard_dir, indices, manifest)
-    thumbs = {}
-    by_position = sorted(where.items(), key=lambda item: (str(item[1].tar), item[1].offset))
-    handles: dict[Path, object] = {}
-    try:
-        for i, loc in by_position:
-            if expect_keys is not None and expect_keys.get(i) not in (None, loc.key):
+    where = locate(shards, indices)
+    if expect_keys is not None:
+        for i, loc in where.items():
+            if expect_keys.get(i) not in (None, loc.key):
                 raise ShardsUnavailable(
-                    f"sample {i} of {shard_dir} is {loc.key!r}, the store has {expect_keys[i]!r}"
+                    f"sample {i} is {loc.key!r}, the store has {expect_keys[i]!r}"
                 )
-            f = handles.get(loc.tar) or handles.setdefault(loc.tar, open(loc.tar, "rb"))  # noqa: SIM115
-            f.seek(loc.offset)
-            try:
-                thumbs[i] = thumbnail(f.read(loc.size), short_side)
-            except (OSError, ValueError) as err:  # shards hold repaired JPEGs; be safe anyway
-                log.warning("thumbnail of %s (%s) failed: %s", loc.key, loc.tar.name, err)
-    finally:
-        for f in handles.values():
-            f.close()
+    thumbs, mapped = {}, {}
+    for i, loc in sorted(where.items(), key=lambda item: (str(item[1].tar), item[1].offset)):
+        data = mapped.get(loc.tar)
+        if data is None:
+            data = mapped[loc.tar] = tar_bytes(loc.tar)  # read-only mmap: pages read on demand
+        try:
+            thumbs[i] = thumbnail(data[loc.offset : loc.offset + loc.size].tobytes(), short_side)
+        except (OSError, ValueError) as err:  # shards hold repaired JPEGs; be safe anyway
+            log.warning("thumbnail of %s (%s) failed: %s", loc.key, loc.tar.name, err)
     return thumbs
 
 

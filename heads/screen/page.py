@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.errors import UserError
 from heads.screen.page_style import CSS, SCRIPT
 from heads.screen.partition import CLEAN, STATES
 from heads.screen.report import class_groups
@@ -172,7 +173,7 @@ def _thumbnails(source: PageSource, picks, flagged, state, labels, cfg: PageConf
     if source.shards is None:
         return {}, {}, "no shards given or recorded for this store, so no thumbnails"
     try:
-        manifest = thumbs_io.check_shards(
+        shards = thumbs_io.check_shards(
             source.shards, fingerprint=source.fingerprint, num_samples=len(source.paths)
         )
         keys = dict(enumerate(source.keys)) if source.keys else None
@@ -181,11 +182,9 @@ def _thumbnails(source: PageSource, picks, flagged, state, labels, cfg: PageConf
         members = [_flagged_members(state, labels, c, cfg.flagged_per_class) for c, *_ in flagged]
         small_idx = np.concatenate([examples[examples >= 0], *members]).astype(np.int64)
         read = thumbs_io.read_thumbnails
-        big = read(source.shards, picks.order, short_side=cfg.thumb_side, expect_keys=keys,
-                   manifest=manifest)  # fmt: skip
-        small = read(source.shards, small_idx, short_side=cfg.example_side, expect_keys=keys,
-                     manifest=manifest)  # fmt: skip
-    except (thumbs_io.ShardsUnavailable, OSError, IndexError) as err:
+        big = read(shards, picks.order, short_side=cfg.thumb_side, expect_keys=keys)
+        small = read(shards, small_idx, short_side=cfg.example_side, expect_keys=keys)
+    except (thumbs_io.ShardsUnavailable, UserError, OSError, IndexError) as err:
         log.warning("suspects page without thumbnails: %s", err)
         return {}, {}, f"no thumbnails: {err}"
     uri = thumbs_io.data_uri
