@@ -232,19 +232,26 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _headless(*args: str) -> str:
+    """stdout of one headless Chromium run with a throw-away profile and no network."""
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", *args],
+            check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    return done.stdout
+
+
 @pytest.mark.skipif(_chromium() is None, reason="needs chromium (apt-get install chromium)")
 def test_page_renders_in_headless_chromium(packed, tmp_path):
     source, labels = _source(packed)
     files = write_suspects(tmp_path, _result(labels, 3), labels, source, PageConfig(suspects=4))
     shot = tmp_path / "shot.png"
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run(
-            [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={shot}",
-             "--window-size=1200,900", files.html.as_uri()],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+    _headless(f"--screenshot={shot}", "--window-size=1200,900", files.html.as_uri())
+    dom = _headless("--dump-dom", files.html.as_uri())
+    assert '<form id="filter" onsubmit' in dom  # the script ran: it un-hides the filter
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)  # (H, W, 3)
     assert pixels.std() > 20  # not a blank page
     # the thumbnails' colours (red, green, blue classes) are on screen, not just text
