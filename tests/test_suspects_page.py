@@ -287,3 +287,15 @@ def test_screening_page_finds_the_stores_shards_beside_it(packed, tmp_path):
     files = write_screening_page(tmp_path / "r2", result, store, suspects=6,
                                  store_path=tmp_path / "features" / "train.zarr")  # fmt: skip
     assert "made from 0123456789abcdef" in files.note
+
+
+def test_mislabeled_share_counts_known_wrong_paths_among_the_first_rows(packed, tmp_path):
+    from heads.screen.suspects import mislabeled_share
+
+    source, labels = _source(packed)
+    result = _result(labels, 3, seed=2)
+    files = write_suspects(tmp_path, result, labels, source, PageConfig(suspects=3))
+    rows = read_suspects_csv(files.csv)
+    wrong = {rows[0]["path"], rows[2]["path"], "not/a/suspect.jpg"}
+    assert mislabeled_share(files.csv, wrong, top=2) == (1, 2)
+    assert mislabeled_share(files.csv, wrong, top=len(rows) + 5) == (2, len(rows))
