@@ -140,14 +140,17 @@ def test_device_and_seed_reach_the_probe_and_are_checked(data, monkeypatch):
 
     seen = []
 
-    def spy(embed, cfg, **options):
-        seen.append((cfg.steps, options["device"], options["seed"]))
-        return real(embed, cfg, **{**options, "device": "cpu"})
+    class Stop(Exception):
+        pass
 
-    real = rounds.probe_train_fn
+    def spy(embed, cfg, **options):  # records, then stops before any work on "cuda:1"
+        seen.append((cfg.steps, options["device"], options["seed"]))
+        raise Stop
+
     monkeypatch.setattr(rounds, "probe_train_fn", spy)
     cfg = ScreenConfig(rounds=0, device="cuda:1", seed=4, probe={"steps": 3})
-    run_screening(ScreenInputs(data.embed, data.labels, 20), cfg)
+    with pytest.raises(Stop):
+        run_screening(ScreenInputs(data.embed, data.labels, 20), cfg)
     assert seen == [(3, "cuda:1", 4)]
     with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
         ScreenConfig(device="tpu")
