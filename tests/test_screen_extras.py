@@ -205,3 +205,17 @@ def test_calibration_subset_is_balanced_and_most_trusted():
     assert rows.tolist() == [0, 1, 2, 4, 5, 6, 7, 8]
     rows = calibration_subset(state, p_clean, labels, num_classes=3, per_class=1)
     assert rows.tolist() == [1, 5, 8]
+
+
+def test_core_has_at_most_25_knobs_and_round_trips_through_json():
+    import json
+    from dataclasses import fields
+
+    assert len(fields(ScreenConfig)) + len(fields(ProbeConfig)) <= 25
+    cfg = ScreenConfig(rounds=1, extras=("dfr", "srrs-mixup"), probe=ProbeConfig(steps=7))
+    back = ScreenConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg and back.extras == ("dfr", "srrs-mixup") and back.probe.steps == 7
+    with pytest.raises(UserError, match=r"unknown screen config keys \['rank_within_class'\]"):
+        ScreenConfig.from_dict({"rank_within_class": True})
+    with pytest.raises(UserError, match=r"unknown screen probe config keys \['gce_q'\]"):
+        ScreenConfig.from_dict({"probe": {"gce_q": 0.7}})

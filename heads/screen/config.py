@@ -13,8 +13,9 @@ agreement between independent signals, which adapt to the noise level of each cl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
+from engine.errors import UserError
 from heads.screen.extras import check_extras
 from heads.screen.probe import ProbeConfig
 
@@ -78,7 +79,7 @@ class ScreenConfig:
 
     def __post_init__(self):
         if isinstance(self.probe, dict):
-            self.probe = ProbeConfig(**self.probe)
+            self.probe = ProbeConfig(**_known_keys(ProbeConfig, self.probe, "screen probe"))
         self.extras = tuple(self.extras)
         check_extras(self.extras)
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
@@ -97,4 +98,19 @@ class ScreenConfig:
             raise ValueError(f"max_noisy_share must be in (0, 1], got {self.max_noisy_share}")
 
     def to_dict(self) -> dict:
+        """Plain JSON-able values (the probe as a dict, extras as a list once in JSON)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScreenConfig:
+        """Build from a dict such as `to_dict()`'s; unknown keys fail with the valid ones."""
+        return cls(**_known_keys(cls, d, "screen"))
+
+
+def _known_keys(cls, d: dict, what: str) -> dict:
+    """`d` itself when every key names a field of `cls`; else one line naming the valid keys."""
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise UserError(f"unknown {what} config keys {unknown}; valid: {valid}")
+    return d

@@ -6,7 +6,8 @@ Round 0 uses only the frozen embeddings (kNN votes, an out-of-fold probe, trimme
 prototypes, zero-shot text when given). Round r >= 1 trains `train_fn` on each half of the
 data with the current targets and weights and scores the other half (so no sample is judged
 by a model that saw its label), then re-partitions. Rounds stop after `cfg.rounds` or when
-fewer than `cfg.stop_change` of the samples change state.
+fewer than `cfg.stop_change` of the samples change state. The signals are the registered
+ones of `evidence.py`; the extras named in `cfg.extras` hook into each round and the result.
 
 `train_fn(train_idx (n,), targets (N, K) float32, weights (N,) float32) -> predict_fn`, with
 `predict_fn(idx (m,)) -> (m, K)` balanced logits. Without one, the probe of `probe.py` is used.
