@@ -1,6 +1,7 @@
 """Per-class helpers shared by the heads, the screening and the metrics, each written once.
 
     groups = class_groups({"0001": 120, "0002": 7})        # class -> "head" / "medium" / "tail"
+    members = class_members(np.array([120, 7, 30]))         # "head" -> array([0]), ...
     order, rank = class_ranks(-trust, labels, num_classes=K)  # 0 = most trusted of its class
     protos = class_prototypes(x, targets, weights)          # (K, D) unit class means
 
@@ -25,6 +26,13 @@ def class_groups(counts: dict) -> dict:
     order = sorted(counts, key=lambda c: (-counts[c], c))
     n = len(order)
     return {c: GROUPS[min(3 * i // max(n, 1), 2)] for i, c in enumerate(order)}
+
+
+def class_members(counts: np.ndarray) -> dict[str, np.ndarray]:
+    """ "head" / "medium" / "tail" -> (n,) class indices, by `class_groups` of (K,) counts
+    (ties by class index)."""
+    group_of = class_groups({c: int(n) for c, n in enumerate(counts)})
+    return {g: np.array([c for c, h in group_of.items() if h == g], np.int64) for g in GROUPS}
 
 
 def class_ranks(key: np.ndarray, labels: np.ndarray, num_classes: int):

@@ -56,3 +56,20 @@ def test_class_groups_are_thirds_by_count():
     assert [c for c in sorted(counts, key=lambda c: (-counts[c], c))] == list(groups)
     assert list(groups.values()) == ["head"] * 3 + ["medium"] * 2 + ["tail"] * 2
     assert groups["t"] == "head" and groups["z"] == "medium"  # a tie goes by name
+
+
+def test_class_members_match_the_screening_report_and_the_old_thirds():
+    from heads.classes import class_members
+    from heads.screen.report import class_groups as report_groups
+
+    counts = np.array([5, 500, 50, 1, 1000, 2, 50])
+    members = class_members(counts)
+    assert {g: m.tolist() for g, m in members.items()} == {
+        "head": [4, 1, 2], "medium": [6, 0], "tail": [5, 3]}  # fmt: skip
+    # The thirds the screening report used before: np.array_split of the stable sort.
+    for k in range(1, 12):
+        c = np.random.default_rng(k).integers(0, 5, k)
+        old = np.array_split(np.argsort(-c, kind="stable"), 3)
+        got = report_groups(c)
+        for g, part in zip(("head", "medium", "tail"), old, strict=True):
+            assert got[g].tolist() == part.tolist()

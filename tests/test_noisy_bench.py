@@ -1,6 +1,6 @@
 """`bench.noisy_bench` really runs every method on a tiny generated set and scores it."""
 
-import pytest
+import numpy as np
 
 from bench.noisy_bench import GRIDS, format_rows, main, run_setting
 from heads.screen import ScreenConfig
@@ -32,25 +32,17 @@ def test_every_method_scored_on_a_tiny_set():
     assert "engine + screening" in format_rows(rows)
 
 
-def test_cli_builds_the_screen_config_from_extra_and_set(monkeypatch, capsys):
-    import bench.noisy_bench as nb
-
-    seen = {}
-
-    def fake_run(grid, seed, cfg, flip_prior, on_setting):
-        seen.update(grid=grid, cfg=cfg)
-        return []
-
-    monkeypatch.setattr(nb, "run", fake_run)
-    main(["--quick", "--extra", "dfr", "--extra", "srrs-verify", "--set", "knn_k=5"])
-    assert seen["grid"] == GRIDS["quick"]
-    assert seen["cfg"].extras == ("dfr", "srrs-verify") and seen["cfg"].knn_k == 5
-    with pytest.raises(SystemExit):
-        main(["--extra", "dfrr"])
-    assert "invalid choice: 'dfrr'" in capsys.readouterr().err
+def test_grids_cover_the_issue_ranges():
+    for name in ("mission", "small"):
+        grid = np.array(GRIDS[name], dtype=float)
+        assert grid[:, 0].min() == 200 and grid[:, 0].max() == 1500  # classes
+        assert grid[:, 1].min() == 1 and grid[:, 1].max() == 100  # imbalance
+        assert grid[:, 2].min() == 0.1 and grid[:, 2].max() == 0.6  # noise
 
 
 def test_cli_rejects_unknown_flip_prior(capsys):
+    import pytest
+
     with pytest.raises(SystemExit):
         main(["--flip-prior", "popular"])
     assert "invalid choice" in capsys.readouterr().err
@@ -70,3 +62,23 @@ def test_cli_prints_each_setting_as_it_finishes(monkeypatch, capsys):
     body = lines[2:]
     assert len(body) == len(GRIDS["quick"]) * len(METHODS)
     assert all(line.rstrip().endswith("50.0") for line in body)
+
+
+def test_cli_builds_the_screen_config_from_extra_and_set(monkeypatch, capsys):
+    import pytest
+
+    import bench.noisy_bench as nb
+
+    seen = {}
+
+    def fake_run(grid, seed, cfg, flip_prior, on_setting):
+        seen.update(grid=grid, cfg=cfg)
+        return []
+
+    monkeypatch.setattr(nb, "run", fake_run)
+    main(["--quick", "--extra", "dfr", "--extra", "srrs-verify", "--set", "knn_k=5"])
+    assert seen["grid"] == GRIDS["quick"]
+    assert seen["cfg"].extras == ("dfr", "srrs-verify") and seen["cfg"].knn_k == 5
+    with pytest.raises(SystemExit):
+        main(["--extra", "dfrr"])
+    assert "invalid choice: 'dfrr'" in capsys.readouterr().err

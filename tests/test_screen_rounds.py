@@ -135,7 +135,7 @@ def test_cli_help_and_show(tmp_path, data):
     assert bad.exit_code == 1 and "has 1 names but the store has 20" in bad.output
 
 
-def test_device_and_seed_reach_the_probe_and_are_checked(data, monkeypatch):
+def test_device_reaches_the_probe_and_is_checked():
     from heads.screen import rounds
 
     seen = []
@@ -147,11 +147,11 @@ def test_device_and_seed_reach_the_probe_and_are_checked(data, monkeypatch):
         seen.append((cfg.steps, options["device"], options["seed"]))
         raise Stop
 
-    monkeypatch.setattr(rounds, "probe_train_fn", spy)
     cfg = ScreenConfig(rounds=0, device="cuda:1", seed=4, probe={"steps": 3})
-    with pytest.raises(Stop):
-        run_screening(ScreenInputs(data.embed, data.labels, 20), cfg)
-    assert seen == [(3, "cuda:1", 4)]
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Stop):
+        patch.setattr(rounds, "probe_train_fn", spy)
+        run_screening(ScreenInputs(np.eye(4, dtype=np.float32), np.arange(4), 4), cfg)
+    assert seen == [(3, "cuda:1", 4)]  # the probe's device and seed are the screening's
     with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
         ScreenConfig(device="tpu")
     res = CliRunner().invoke(main, ["screen", "--device", "tpu"])

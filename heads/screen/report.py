@@ -15,21 +15,20 @@ from pathlib import Path
 import numpy as np
 
 from engine.jsonfile import write_json
-from heads.classes import GROUPS, class_groups
+from heads.classes import class_members
 from heads.screen.partition import STATES
 
+# The name callers of this module (the suspects page) import; one implementation.
+class_groups = class_members
 # summary.json's name for each state, in STATES order; the five parts add up to "samples".
 COUNT_NAMES = ("kept", "down_weighted", "relabeled", "dropped", "out_of_set")
 
 
 def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """Samples per state (a partition of the samples), overall and per class group (head /
-    medium / tail: thirds of the classes by given-label count, `heads.classes.class_groups`)."""
+    medium / tail: thirds of the classes by given-label count, `heads.classes.class_members`)."""
     counts = np.bincount(labels, minlength=num_classes)
-    group_of = class_groups({c: int(counts[c]) for c in range(num_classes)})
-    groups = {"all": np.arange(num_classes)}
-    for name in GROUPS:
-        groups[name] = np.array([c for c, g in group_of.items() if g == name], np.int64)
+    groups = {"all": np.arange(num_classes), **class_members(counts)}
     out = {}
     for name, classes in groups.items():
         member = np.isin(labels, classes)
