@@ -22,8 +22,9 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Factories `(**options) -> loss_fn`, registered by name (a duplicate name is refused).
 LOSSES: Registry[Callable[..., LossFn]] = Registry("loss", error=UserError)
 register_loss = LOSSES.register
-# The one GCE exponent (Zhang & Sabuncu 2018 use 0.7 on CIFAR; 0.5 is the engine's measured
-# default, `TrainConfig.gce_q`): q -> 0 is CE, q = 1 is MAE, which underfits 1000+ classes.
+# The one GCE exponent, `TrainConfig.gce_q`'s default (the screening probe had its own 0.7,
+# the paper's CIFAR value, unused since the probe trains with CE): q -> 0 is CE (fits the
+# noise), q = 1 is MAE (underfits 1000+ classes); 0.5 sits between.
 GCE_Q = 0.5
 
 
