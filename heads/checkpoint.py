@@ -7,6 +7,9 @@
 
 Exactness: batch order and views depend only on (seed, epoch) and the learning rate only on
 the step, so restoring head, tail and optimizer state reproduces the uninterrupted run.
+`save_model` discards the checkpoint once `model.pt` is written. Checkpoints and models hold
+only tensors and plain data and are read with `load_plain` (`torch.load(weights_only=True)`):
+a file someone sent you cannot run code when it is resumed or predicted with.
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
+
+from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,9 @@ class Checkpointer:
         """Load head/tail from the checkpoint; return (history so far, first epoch to run)."""
         if self.path is None or not self.path.exists():
             return [], 0
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        state = load_plain(
+            self.path, "a training checkpoint", f"delete {self.path} to train from the start"
+        )
         if state["config"] != self.cfg or state.get("inputs", "") != self.inputs:
             log.warning(
                 "checkpoint %s was made with another config or other targets/weights; "
@@ -80,6 +90,49 @@ class Checkpointer:
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.path)  # atomic: a crash mid-write leaves the previous epoch intact
+
+    def discard(self) -> None:
+        """Remove the checkpoint (and its folder when that is left empty)."""
+        if self.path is None:
+            return
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".tmp").unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def load_plain(path: Path, what: str, remedy: str) -> dict:
+    """A `torch.save`d dict of tensors and plain data, read with `weights_only=True`.
+
+    Args:
+        path: the file.
+        what: what it should be, for the message ("an engine model").
+        remedy: what to do when it cannot be read.
+
+    Raises:
+        UserError: one line, when the file is truncated or corrupt, is not a dict, or holds
+            any object other than tensors and plain data (refused, never constructed).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _unsupported_global(str(err))
+        raise UserError(
+            f"{path} is not {what}: it holds {refused}, which loading would construct (and "
+            f"could run code), so it is refused; {remedy}"
+        ) from err
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
+        raise UserError(f"{path} is not {what}: truncated or corrupt ({reason}); {remedy}") from err
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} is not {what}: it holds a {type(payload).__name__}; {remedy}")
+    return payload
+
+
+def _unsupported_global(message: str) -> str:
+    """The object torch's weights-only unpickler refused, from its (many-line) message."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    return f"the object {found.group(1)}" if found else "objects other than tensors and plain data"
 
 
 def fingerprint(*arrays) -> str:

@@ -26,28 +26,36 @@ from torch import nn
 from tqdm import tqdm
 
 from engine.errors import UserError
+from features.split import Advance, Tail, merge_tail
 from heads import tensors as T
 from heads.checkpoint import Checkpointer, fingerprint
 from heads.config import TrainConfig
 from heads.data import FeatureData, load_features, one_hot_targets
 from heads.head import class_prototypes, make_head
 from heads.losses import l2sp_penalty, log_class_prior, loss_from_config, weighted_loss, wise_ft
-from heads.tail import VisualTail, prefix_blocks
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainedModel:
-    """A trained head, and for k >= 1 the visual tower with the trained tail merged in."""
+    """A trained head, and for k >= 1 the trained tail of the visual tower it was cut from."""
 
     head: nn.Module
     depth: int
     classes: list[str]
     cfg: TrainConfig
-    visual: nn.Module | None = None
+    visual: nn.Module | None = None  # the pretrained tower (k >= 1): the tail's base, left as is
+    tail: Tail | None = None  # the trained last k blocks + pooling + proj (k >= 1)
     class_counts: list[float] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
+    checkpoint: Checkpointer | None = field(default=None, repr=False)
+
+    def visual_state_dict(self) -> dict[str, torch.Tensor]:
+        """The visual tower's state dict with the trained tail merged in (k >= 1)."""
+        if self.visual is None or self.tail is None:
+            raise ValueError("a head-only model has no trained visual tower")
+        return merge_tail(self.visual.state_dict(), self.tail)
 
     @torch.no_grad()
     def predict_logits(self, store, indices=None, batch_size: int = 1024) -> np.ndarray:
@@ -60,19 +68,26 @@ class TrainedModel:
             emb = torch.from_numpy(T.read_rows(data.embed, None, rows).astype(np.float32))
             return self.head(emb.to(device)).cpu().numpy()
         _check_depth(data, self.depth)
-        tail = VisualTail(self.visual, self.depth).eval()
-        between = prefix_blocks(self.visual, data.depth, self.depth)
+        tail = self.tail.eval()
+        advance = _frozen_on(Advance(self.visual, data.depth, self.depth), device)
         out = []
         for lo in range(0, len(rows), batch_size):
             tok = torch.from_numpy(T.read_rows(data.tokens, 0, rows[lo : lo + batch_size]))
             x = tok.to(device).float() if device.type == "cpu" else tok.to(device)
             with T.autocast(device):
-                for block in between:
-                    x = block(x)
-                features = tail(x).float()  # (b, D)
+                features = tail(advance(x)).float()  # (b, D)
             with T.fp32(device):
                 out.append(self.head(features).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def _frozen_on(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` itself when its weights are on `device`, else a copy there: moving it would
+    move the caller's model, which other stages keep using where it is."""
+    params = list(module.parameters())
+    if all(T.same_device(p.device, device) for p in params):
+        return module
+    return copy.deepcopy(module).to(device).requires_grad_(False)
 
 
 def _check_depth(data: FeatureData, k: int) -> None:
@@ -232,9 +247,9 @@ def fit(
 
     visual = tail = tokens = None
     if k > 0:
-        visual = copy.deepcopy(_visual_of(clip, data)).to(device).eval()
-        visual.requires_grad_(False)
-        tail = VisualTail(visual, k)
+        visual = _visual_of(clip, data)
+        # A copy on the device: the caller's tower is left as it is (and where it is).
+        tail = copy.deepcopy(Tail(visual, k)).to(device).eval().requires_grad_(False)
         tokens = _tokens_at_depth(data, rows, cfg, visual, device)  # (V, n, L, W)
     ckpt = Checkpointer(checkpoint_dir, cfg, inputs=fingerprint(rows, tgt, wts))
     history = _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
@@ -244,23 +259,20 @@ def fit(
         classes=list(data.classes),
         cfg=cfg,
         visual=visual,
+        tail=tail,
         class_counts=(tgt * wts[:, None]).sum(0).tolist(),
         history=history,
+        checkpoint=ckpt,
     )
 
 
 def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
     views = data.num_views if cfg.views is None else min(cfg.views, data.num_views)
     tokens = T.load_tokens(data.tokens, rows, views, device)  # (V, n, L, W) at store depth
-    between = prefix_blocks(visual, data.depth, cfg.unfreeze_last)
-    if between:
-        log.info("advancing cached tokens through %d frozen blocks", len(between))
-
-        def advance(x):
-            for block in between:
-                x = block(x)
-            return x
-
+    advance = Advance(visual, data.depth, cfg.unfreeze_last)
+    if len(advance):
+        log.info("advancing cached tokens through %d frozen blocks", len(advance))
+        advance = _frozen_on(advance, device)
         tokens = T.map_chunks(advance, tokens, device, out_dtype=torch.float16, inplace=True)
     return tokens
 
@@ -268,7 +280,7 @@ def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
 def _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch) -> list[dict]:
     device = problem.device
     # The pretrained tail (L2-SP / WiSE-FT anchor), taken before a checkpoint may overwrite it.
-    anchor = tail.trainable_state() if tail is not None else None
+    anchor = _detached_copy(tail) if tail is not None else None
     history, start = ckpt.resume(head, tail)
     if start < cfg.epochs_lp:
         if tail is None:
@@ -293,9 +305,14 @@ def _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch) 
     if tail is not None and cfg.epochs_ft > 0:
         _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, on_epoch)
         with torch.no_grad():
-            mixed = wise_ft(anchor, tail.trainable_state(), cfg.wise_alpha)
+            mixed = wise_ft(anchor, _detached_copy(tail), cfg.wise_alpha)
             tail.load_state_dict(mixed)
     return history
+
+
+def _detached_copy(tail: Tail) -> dict[str, torch.Tensor]:
+    """Copies of the tail's parameters (the L2-SP / WiSE-FT anchor, the WiSE-FT end point)."""
+    return {n: p.detach().clone() for n, p in tail.named_parameters()}
 
 
 def _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, on_epoch):
