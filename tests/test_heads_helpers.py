@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from open_clip.transformer import VisionTransformer
 
-from heads.data import FeatureData
 from features.split import split_visual
+from heads.data import FeatureData
 
 
 def tiny_visual(seed: int = 0, layers: int = 3) -> VisionTransformer:

@@ -10,10 +10,10 @@ import torch
 from test_heads_helpers import features_from_images, tiny_visual, write_store
 
 from engine.errors import UserError
+from features.split import split_visual
 from heads.config import TrainConfig
 from heads.data import FeatureData
 from heads.head import class_prototypes, make_head
-from features.split import split_visual
 from heads.trainer import fit
 
 CLASSES = ["0003", "0010", "0042", "0100"]
