@@ -40,27 +40,35 @@ class Checkpointer:
         self.folder = Path(folder) if folder is not None else None
         self.cfg = cfg.to_dict()
         self.inputs = inputs
-        self.state: dict | None = None
+        self.state: dict | None = None  # {} once found stale or missing
+        self.batch_size: int | None = None  # the batch the run uses (a probe may pick it)
 
     @property
     def path(self) -> Path | None:
         return None if self.folder is None else self.folder / CHECKPOINT
 
+    def saved(self) -> dict | None:
+        """The checkpoint's state when it was made with this config and these inputs, else None."""
+        if self.state is None and self.path is not None and self.path.exists():
+            state = load_plain(
+                self.path, "a training checkpoint", f"delete {self.path} to train from the start"
+            )
+            if state.get("config") == self.cfg and state.get("inputs", "") == self.inputs:
+                self.state = state
+            else:
+                log.warning(
+                    "checkpoint %s was made with another config or other targets/weights; "
+                    "starting over",
+                    self.path,
+                )
+                self.state = {}
+        return self.state or None
+
     def resume(self, head, tail) -> tuple[list[dict], int]:
         """Load head/tail from the checkpoint; return (history so far, first epoch to run)."""
-        if self.path is None or not self.path.exists():
+        state = self.saved()
+        if state is None:
             return [], 0
-        state = load_plain(
-            self.path, "a training checkpoint", f"delete {self.path} to train from the start"
-        )
-        if state["config"] != self.cfg or state.get("inputs", "") != self.inputs:
-            log.warning(
-                "checkpoint %s was made with another config or other targets/weights; "
-                "starting over",
-                self.path,
-            )
-            return [], 0
-        self.state = state
         head.load_state_dict(state["head"])
         if tail is not None and state["tail"] is not None:
             with torch.no_grad():
@@ -70,7 +78,7 @@ class Checkpointer:
 
     def load_optimizer(self, optimizer, phase: str) -> None:
         """Restore the optimizer of `phase` if the checkpoint was written in that phase."""
-        if self.state is not None and self.state["phase"] == phase:
+        if self.state and self.state["phase"] == phase:
             optimizer.load_state_dict(self.state["optimizer"])
 
     def save(self, epoch: int, head, tail, optimizer, phase: str, history: list[dict]) -> None:
@@ -86,6 +94,7 @@ class Checkpointer:
             "tail": None if tail is None else tail.state_dict(),
             "optimizer": optimizer.state_dict(),
             "history": history,
+            "batch_size": self.batch_size,
         }
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)

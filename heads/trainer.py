@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from engine.errors import UserError
 from features.split import Advance, Tail, merge_tail
+from heads import head_batch as HB
 from heads import tensors as T
 from heads.checkpoint import Checkpointer, fingerprint
 from heads.config import TrainConfig
@@ -147,6 +148,7 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
     perm_d = perm.to(problem.device)
     if T.same_device(table.device, problem.device):
         perm, view_of = perm_d, view_of.to(problem.device)
+    epoch_rows = _epoch_rows(problem, table, perm, perm_d, view_of)
     loss_fn = loss_from_config(cfg)
     steps = math.ceil(n / cfg.batch_size)
     # Sums stay on the device: a float()/int() per step would synchronise the GPU every step.
@@ -160,20 +162,18 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
         ):
             group["lr"] = _cosine_lr(base, phase_step, phase_total)
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-        rows, rows_d = perm[batch], perm_d[batch]  # (B,) where the table is / on the device
-        x = T.gather_views(table, view_of, rows, problem.device)
+        x, t, w, hard = epoch_rows(batch)  # (B, ...), (B, K), (B,), (B,)
         with T.autocast(problem.device):
             logits = forward(x.float() if problem.device.type == "cpu" else x)  # (B, K)
-        t, w = problem.targets[rows_d], problem.weights[rows_d]
         loss = weighted_loss(loss_fn, logits, t, w, problem.log_prior, cfg.tau)
         if penalty is not None:
             loss = loss + penalty()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(rows)
-        correct += (logits.argmax(1) == problem.hard[rows_d]).sum()
-        bar.update(len(rows))
+        total += loss.detach() * len(t)
+        correct += (logits.argmax(1) == hard).sum()
+        bar.update(len(t))
     bar.close()
     total, correct = float(total), int(correct)
     seconds = time.perf_counter() - start
@@ -185,6 +185,28 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
         "samples_per_s": n / max(seconds, 1e-9),
         "lr": [g["lr"] for g in optimizer.param_groups],
     }
+
+
+def _epoch_rows(problem, table, perm, perm_d, view_of) -> Callable:
+    """batch slice -> (x, targets, weights, hard labels) of those positions of the epoch.
+
+    A features table (V, n, D) on the device is gathered once per epoch in the epoch's order,
+    so a step only slices (views, no kernels): a head-only step is launch-bound, and these
+    are 6 of its ~60 launches. Token tables (V, n, L, W) are gathered per batch: a second
+    copy of them would not fit. Both give the same rows, bit for bit.
+    """
+    device = problem.device
+    if table.dim() == 3 and T.same_device(table.device, device):
+        x = T.gather_views(table, view_of, perm, device)  # (n, D)
+        t, w, hard = problem.targets[perm_d], problem.weights[perm_d], problem.hard[perm_d]
+        return lambda batch: (x[batch], t[batch], w[batch], hard[batch])
+
+    def rows(batch):
+        rows_d = perm_d[batch]  # (B,) on the device
+        x = T.gather_views(table, view_of, perm[batch], device)  # (B, L, W)
+        return x, problem.targets[rows_d], problem.weights[rows_d], problem.hard[rows_d]
+
+    return rows
 
 
 def _select(data, targets, weights, indices):
@@ -252,6 +274,7 @@ def fit(
         tail = copy.deepcopy(Tail(visual, k)).to(device).eval().requires_grad_(False)
         tokens = _tokens_at_depth(data, rows, cfg, visual, device)  # (V, n, L, W)
     ckpt = Checkpointer(checkpoint_dir, cfg, inputs=fingerprint(rows, tgt, wts))
+    cfg = _with_batch_size(cfg, problem, head, embed_rows, ckpt)
     history = _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
     return TrainedModel(
         head=head.eval(),
@@ -264,6 +287,47 @@ def fit(
         history=history,
         checkpoint=ckpt,
     )
+
+
+def _with_batch_size(cfg, problem, head, embed_rows, ckpt) -> TrainConfig:
+    """`cfg` with its batch size (and for a measured batch, its head lr) resolved: as given,
+    as the checkpoint being resumed used it, 512, or probed for head-only runs on CUDA."""
+    if cfg.batch_size is not None:
+        return cfg
+    state = ckpt.saved()
+    if state and state.get("batch_size"):
+        batch = int(state["batch_size"])
+    elif _probes_batch(cfg, problem.device):
+        batch = _probe_head_batch(cfg, problem, head, embed_rows)
+    else:
+        batch = HB.REFERENCE_BATCH
+    ckpt.batch_size = batch
+    return replace(cfg, batch_size=batch, lr_head=HB.scaled_lr(cfg.lr_head, batch))
+
+
+def _probes_batch(cfg, device: torch.device) -> bool:
+    """Head-only on CUDA: the launch-bound case (see heads.head_batch)."""
+    return cfg.unfreeze_last == 0 and device.type == "cuda"
+
+
+def _probe_head_batch(cfg, problem, head, embed_rows) -> int:
+    candidates = HB.batch_candidates(len(embed_rows))
+    feats = torch.from_numpy(embed_rows[: max(candidates)]).to(problem.device)  # (b, D)
+    loss_fn = loss_from_config(cfg)
+
+    def loss_step(probe, x, t, w):
+        logits = _fp32_head(probe, problem.device)(x)  # (B, K)
+        return weighted_loss(loss_fn, logits, t, w, problem.log_prior, cfg.tau)
+
+    step = HB.make_head_step(head, feats, problem, cfg, loss_step)
+    batch, rates = HB.pick_batch_size(HB.step_timer(step, problem.device), candidates)
+    log.info(
+        "head-only batch %d (lr_head x%g), samples/s by batch: %s",
+        batch,
+        batch / HB.REFERENCE_BATCH,
+        {b: round(r) for b, r in rates.items()},
+    )
+    return batch
 
 
 def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
