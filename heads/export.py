@@ -58,8 +58,7 @@ def _visual_state(trained: TrainedModel, clip) -> dict[str, torch.Tensor] | None
     if trained.tail is not None:
         state = trained.visual_state_dict()
     elif clip is not None:
-        visual = getattr(getattr(clip, "model", clip), "visual", clip)
-        state = visual.state_dict()
+        state = clip.state_dict()
     else:
         return None  # head only, no tower given: the model predicts from feature stores
     return {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in state.items()}
@@ -75,6 +74,8 @@ def save_model(run_dir, trained: TrainedModel, clip=None, preprocess: dict | Non
             head-only (k = 0) model to predict from images, not needed for k >= 1.
         preprocess: the store's preprocess attribute (default: open_clip's ViT-B/32 eval one).
     """
+    if clip is not None:  # a LoadedClip, an open_clip CLIP model or its visual tower
+        clip = getattr(getattr(clip, "model", clip), "visual", getattr(clip, "model", clip))
     visual = trained.visual if trained.visual is not None else clip
     path = Path(run_dir) / MODEL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
