@@ -36,7 +36,7 @@ from heads.trainer import TrainedModel
 
 MODEL_FILE = "model.pt"
 MODEL_FORMAT = "engine.model/2"
-OLD_MODEL_FORMAT = "engine.model/1"  # the whole CLIP in fp32 (still loaded)
+OLD_MODEL_FORMAT = "engine.model/1"  # the whole CLIP in fp32: refused with a one-line reason
 # open_clip's ViT-B/32 eval transform (OpenAI mean/std, bicubic resize, center crop).
 DEFAULT_PREPROCESS = {
     "size": 224,
@@ -160,19 +160,14 @@ class LoadedModel:
 
 
 def _visual_from(payload: dict) -> nn.Module | None:
-    """The fp32 visual tower of a payload, built without the text tower or a random init."""
+    """The fp32 visual tower of a payload (None for a head-only model without one)."""
     import open_clip
 
     state = payload.get("visual_state_dict")
-    if payload["format"] == OLD_MODEL_FORMAT:  # the whole CLIP, fp32
-        state = {
-            k[len("visual.") :]: v
-            for k, v in payload["state_dict"].items()
-            if k.startswith("visual.")
-        }
     if state is None:
         return None
-    # On the meta device: no memory and no init for weights that are replaced right away.
+    # On the meta device: no memory and no random init for the text tower (dropped) or for
+    # the visual weights (replaced right away by the stored ones).
     clip = open_clip.create_model(
         payload["model_name"], pretrained=None, device="meta", **payload["model_kwargs"]
     )
@@ -188,7 +183,12 @@ def load_model(run_dir, device: str = "cpu") -> LoadedModel:
     if not path.exists():
         raise UserError(f"no model at {path}; train one with `engine train --out {path.parent}`")
     payload = load_plain(path, "an engine model", "train it again with `engine train`")
-    if payload.get("format") not in (MODEL_FORMAT, OLD_MODEL_FORMAT):
+    if payload.get("format") == OLD_MODEL_FORMAT:
+        raise UserError(
+            f"{path} was written by an older engine (whole CLIP in fp32, {OLD_MODEL_FORMAT}); "
+            "train it again with `engine train` to get the 176 MB fp16 model"
+        )
+    if payload.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} is not an engine model (format {payload.get('format')!r})")
     info = payload["head"]
     head = make_head(info["kind"], len(payload["classes"]), temperature=info["temperature"])

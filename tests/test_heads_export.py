@@ -99,6 +99,9 @@ def test_load_model_errors(tmp_path):
     torch.save({"format": "other"}, tmp_path / "model.pt")
     with pytest.raises(UserError, match="not an engine model"):
         load_model(tmp_path)
+    torch.save({"format": "engine.model/1", "state_dict": {}}, tmp_path / "model.pt")
+    with pytest.raises(UserError, match="older engine"):
+        load_model(tmp_path)
     torch.save([1, 2], tmp_path / "model.pt")
     with pytest.raises(UserError, match="it holds a list"):
         load_model(tmp_path)
