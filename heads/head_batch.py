@@ -4,7 +4,7 @@
     batch, rates = pick_batch_size(seconds, batch_candidates(n))
     lr_head = scaled_lr(cfg.lr_head, batch)
 
-Why: a head-only step is ~60 small kernels (the head's forward and backward, the loss, fused
+Why: a head-only step is ~70 small kernels (the head's forward and backward, the loss, fused
 AdamW) whatever the batch, so at 512 samples a GPU step costs its launches, not its math: far
 below 2M samples/s. A larger batch amortises them. The probe times a few real steps (a copy of
 the head, a fresh optimizer, the real features on the device) at each candidate and keeps the
