@@ -18,7 +18,7 @@ random-weight ViT-B/32 tokens, 2-core CPU, local disk): zstd-1 shrinks fp16 acti
 512 rows wrote no faster and read slower.
 
 Depth: a store of depth k holds the tokens entering block 12 - k. It serves any k' <= k:
-`features.split.advance_tokens(visual, tokens, k, k')` runs the k - k' frozen blocks between
+`features.split.Advance(visual, k, k')` runs the k - k' frozen blocks between
 (the trainer does so once when it loads the store); `check_depth(k')` refuses k' > k.
 
 Resuming: chunks finished by `write_chunk` are recorded as marker files in `<store>.progress/`
