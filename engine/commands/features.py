@@ -12,9 +12,9 @@ from pathlib import Path
 
 import click
 
+from shards.decode import BACKENDS  # light: no torch until a loader is made
+
 DEFAULT_SHARDS = Path("work") / "shards" / "train"
-# Mirrors features.config / shards.decode; kept literal so `--help` imports nothing heavy.
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
 
 
 def default_store(shards: Path) -> Path:
