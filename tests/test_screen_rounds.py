@@ -116,7 +116,10 @@ def test_cli_help_and_show(tmp_path, data):
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
     assert lines[1].split("\t")[:4] == ["path", "given", "proposed", "state"]
-    assert len(lines) == 2 + 5 and lines[2].split("\t")[1].startswith("species ")
+    assert len(lines) == 2 + 5 + 1 and lines[2].split("\t")[1].startswith("species ")
+    page = tmp_path / "out" / "suspects.html"  # the last line names the page (no shards here)
+    assert lines[-1].startswith(f"suspects page: {page} (no thumbnails: no shards at")
+    assert page.is_file() and (tmp_path / "out" / "suspects.csv").is_file()
     assert (tmp_path / "out" / "round_1" / "state.npy").is_file()
     bad = runner.invoke(main, ["screen", "--features", str(tmp_path / "s.zarr"),
                                "--class-names", str(tmp_path / "names.txt"), "--out",
