@@ -23,7 +23,7 @@ extractor's page-aligned buffers); `python -m bench.store_bench` times it agains
 all-zarr path (`write_chunk_zarr`).
 
 Depth: a store of depth k holds the tokens entering block 12 - k. It serves any k' <= k:
-`features.split.advance_tokens(visual, tokens, k, k')` runs the k - k' frozen blocks between
+`features.split.Advance(visual, k, k')` runs the k - k' frozen blocks between
 (the trainer does so once when it loads the store); `check_depth(k')` refuses k' > k.
 
 Resuming: chunks finished by `write_chunk` are recorded as marker files in `<store>.progress/`
