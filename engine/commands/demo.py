@@ -145,9 +145,6 @@ def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) 
             str(run / "eval.json"),
         ]
     )
-    from engine.report import write_report
-
-    write_report(run)  # again, now with the head/medium/tail accuracy panel
     _done(start)
     if with_bench:
         start = _step("6/6 bench (short)")
@@ -157,3 +154,9 @@ def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) 
         f"\ndemo finished in {time.perf_counter() - total:.0f} s; outputs in {out}", bold=True
     )
     click.echo(f"report: {run / 'report.png'}   predictions: {pred}")
+    from heads.screen.suspects import mislabeled_share
+
+    page = run / "rounds" / "suspects.html"
+    hits, top = mislabeled_share(page.with_name("suspects.csv"), info.noisy, top=20)
+    click.echo(f"suspects page: {page} (open it in a browser; {hits} of its {top} most suspicious "
+               f"flagged files are truly mislabeled, per {info.root / 'train_truth.csv'})")  # fmt: skip

@@ -80,13 +80,19 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
               help="One display name per class, in class order.")  # fmt: skip
 @click.option("--text-embed", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="(K, D) .npy of class text embeddings for the zero-shot signal.")  # fmt: skip
+@click.option("--suspects", type=click.IntRange(0), default=200, show_default=True,
+              help="Cards on the suspects.html page written into --out.")  # fmt: skip
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Shards to read the page's thumbnails from (default: the store's).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
-def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device):
+def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects, shards, seed,
+            device):  # fmt: skip
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from features.store import open_store
     from heads.screen import ScreenConfig, run_screening
+    from heads.screen.page import write_screening_page
 
     store = open_store(store_path, model=None)
     inputs = _inputs(store, text_embed)
@@ -100,5 +106,8 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, de
         f"{last['relabeled']}, dropped {last['dropped']} (out-of-set {last['out_of_set']}); "
         f"saved to {out_dir}"
     )
+    page = write_screening_page(out_dir, result, store, suspects=suspects, store_path=store_path,
+                                shards=shards, names=names, settings=vars(cfg))  # fmt: skip
     if show:
         click.echo(format_suspicious(result, store.paths, inputs.labels, names, show))
+    click.echo(f"suspects page: {page.html}" + (f" ({page.note})" if page.note else ""))

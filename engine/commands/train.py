@@ -280,6 +280,12 @@ def _screen(settings: dict, data, store: Path, cfg, clip, head_init, run: Path):
     from heads.screen import run_screening
 
     result = _call_screening(run_screening, settings, data, store, cfg, clip, head_init, run)
+    from heads.screen.page import write_screening_page
+
+    names = read_class_names(Path(settings["class_names"])) if settings.get("class_names") else None
+    page = write_screening_page(run / "rounds", result, data, store_path=store,
+                                shards=settings["shards"], names=names, settings=settings["screen"])  # fmt: skip
+    click.echo(f"suspects page: {page.html}" + (f" ({page.note})" if page.note else ""))
     return result.targets, result.weights
 
 
