@@ -70,7 +70,9 @@ def test_bad_loss_and_unknown_config_key(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"train": {"epochz": 1}}))
     result = _invoke("train", "--features", store, "--config", cfg, "--rounds", 0)
-    assert result.exit_code == 1 and "unknown train config keys ['epochz']" in result.output
+    assert result.exit_code == 1
+    assert "unknown key(s) epochz in config section 'config.train'; valid: " in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_train_rerun_predict_eval(tmp_path):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from engine import paths
+
 # Small enough for < 3 minutes on a 2-core CPU with the real ViT-B/32, large enough for a tail.
 DEMO_CLASSES = 10
 DEMO_NOISE = 0.3
@@ -64,7 +66,7 @@ def resolve_weights(weights: str) -> str:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("work/demo"),
+    default=paths.DEMO_OUT,
     show_default=True,
     help="Folder for everything the demo writes (it is rebuilt).",
 )

@@ -14,20 +14,23 @@ from pathlib import Path
 
 import click
 
+from engine import paths
+from engine.commands.options import screen_extra_option
 from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
 def _class_names(path: Path | None, classes: list[str]) -> list[str]:
+    """Display name per class from a `folder, name` CSV (the format `engine train` reads)."""
     if path is None:
         return list(classes)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(names) != len(classes):
-        raise UserError(
-            f"--class-names {path} has {len(names)} names but the store has {len(classes)} "
-            "classes; give one name per line, in class order"
-        )
+    from engine.classnames import names_in_class_order, read_class_names
+
+    names, missing = names_in_class_order(read_class_names(path), classes)
+    if missing:
+        log.warning("%d classes have no name in %s (e.g. %s): using the folder name",
+                    len(missing), path, missing[:3])  # fmt: skip
     return names
 
 
@@ -68,30 +71,33 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 
 @click.command("screen")
 @click.option("--features", "store_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default="work/features/train.zarr", show_default=True, help="Feature store to screen.")  # fmt: skip
+              default=paths.FEATURES_TRAIN, show_default=True, help="Feature store to screen.")  # fmt: skip
 @click.option("--rounds", type=click.IntRange(0, 20), default=2, show_default=True,
               help="Rounds after round 0 (each retrains the probe on two cross-fitted halves).")  # fmt: skip
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default="work/screen", show_default=True, help="Folder for rounds and summary.json.")  # fmt: skip
+              default=paths.SCREEN_OUT, show_default=True, help="Folder for rounds and summary.json.")  # fmt: skip
 @click.option(
     "--show", type=click.IntRange(0), default=0, help="List the N most suspicious samples."
 )
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="One display name per class, in class order.")  # fmt: skip
+              help="CSV 'folder, name' per class: names shown by --show.")  # fmt: skip
 @click.option("--text-embed", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="(K, D) .npy of class text embeddings for the zero-shot signal.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
-def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device):
+@screen_extra_option
+def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device, screen_extra):
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
+    from engine.config import from_dict
     from features.store import open_store
     from heads.screen import ScreenConfig, run_screening
 
     store = open_store(store_path, model=None)
     inputs = _inputs(store, text_embed)
     names = _class_names(class_names, store.classes)
-    cfg = ScreenConfig(rounds=rounds, seed=seed, device=device)
+    extras = {"extras": tuple(screen_extra)} if screen_extra else {}
+    cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
     result = run_screening(inputs, cfg, None, out_dir)
     last = result.rounds[-1]["all"]
     click.echo(
