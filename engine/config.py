@@ -73,8 +73,8 @@ def from_dict(cls: type, d, where: str | None = None):
 def _typed(hint, value, where: str):
     """`value` read back as `hint` wants: nested dataclasses rebuilt, lists as tuples."""
     for option in _options(hint):
-        if dataclasses.is_dataclass(option) and isinstance(value, dict):
-            return from_dict(option, value, where)
+        if dataclasses.is_dataclass(option) and value is not None:
+            return from_dict(option, value, where)  # refuses anything but a dict
         if tuple in (option, typing.get_origin(option)) and isinstance(value, list):
             return tuple(value)
     return value

@@ -56,15 +56,19 @@ def merged_state_dict(trained: TrainedModel, clip: nn.Module) -> dict[str, torch
 
 
 def save_model(run_dir, trained: TrainedModel, clip, preprocess: dict | None = None) -> Path:
-    """Write `run_dir/model.pt` atomically; `clip` is the open_clip model the store was made with."""
+    """Write `run_dir/model.pt` atomically; `clip` is the open_clip model the store was made with.
+
+    `clip` None (k = 0 on a store whose weights are not at hand): the file holds the head
+    only and predicts from feature stores, not from images.
+    """
     clip = getattr(clip, "model", clip)
     path = Path(run_dir) / MODEL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": MODEL_FORMAT,
         "model_name": "ViT-B-32",
-        "model_kwargs": {"force_quick_gelu": _uses_quick_gelu(clip)},
-        "state_dict": merged_state_dict(trained, clip),
+        "model_kwargs": {"force_quick_gelu": _uses_quick_gelu(clip)} if clip is not None else {},
+        "state_dict": merged_state_dict(trained, clip) if clip is not None else None,
         "head": {
             "kind": trained.head.kind,
             "temperature": trained.head.temperature,
@@ -86,7 +90,7 @@ def save_model(run_dir, trained: TrainedModel, clip, preprocess: dict | None = N
 class LoadedModel:
     """The merged CLIP model and head of a run, ready for inference."""
 
-    clip: nn.Module
+    clip: nn.Module | None  # None: a head-only model (predicts from feature stores only)
     head: nn.Module
     classes: list[str]
     class_counts: list[float]
@@ -101,6 +105,12 @@ class LoadedModel:
         On CUDA the ViT runs under bf16 autocast, as during feature extraction and training
         (fp32 would waste the tensor cores); the head always runs in fp32.
         """
+        if self.clip is None:
+            raise UserError(
+                "this model.pt holds only the head (the feature store's weights were not at "
+                "hand when it was trained): predict from a feature store, or retrain with "
+                "--weights FILE for a model that reads images"
+            )
         device = images.device
         with T.autocast(device):
             features = self.clip.encode_image(images).float()  # (B, 512)
@@ -114,7 +124,7 @@ class LoadedModel:
             depth=self.depth,
             classes=self.classes,
             cfg=self.config,
-            visual=self.clip.visual if self.depth > 0 else None,
+            visual=self.clip.visual if self.depth > 0 and self.clip is not None else None,
             class_counts=self.class_counts,
         )
 
@@ -125,7 +135,8 @@ class LoadedModel:
         return int(max(range(len(counts)), key=counts.__getitem__))
 
     def to(self, device) -> LoadedModel:
-        self.clip.to(device)
+        if self.clip is not None:
+            self.clip.to(device)
         self.head.to(device)
         return self
 
@@ -141,13 +152,18 @@ def load_model(run_dir, device: str = "cpu") -> LoadedModel:
     payload = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("format") != MODEL_FORMAT:
         raise UserError(f"{path} is not an engine model (format {payload.get('format')!r})")
-    clip = open_clip.create_model(payload["model_name"], pretrained=None, **payload["model_kwargs"])
-    clip.load_state_dict(payload["state_dict"])
+    clip = None
+    if payload["state_dict"] is not None:  # None: head only (see save_model)
+        clip = open_clip.create_model(
+            payload["model_name"], pretrained=None, **payload["model_kwargs"]
+        )
+        clip.load_state_dict(payload["state_dict"])
+        clip = clip.eval()
     info = payload["head"]
     head = make_head(info["kind"], len(payload["classes"]), temperature=info["temperature"])
     head.load_state_dict(info["state_dict"])
     model = LoadedModel(
-        clip=clip.eval(),
+        clip=clip,
         head=head.eval(),
         classes=payload["classes"],
         class_counts=payload["class_counts"],
