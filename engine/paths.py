@@ -44,17 +44,8 @@ def writable_dir(path: Path, option: str) -> Path:
     Raises:
         UserError: naming `option`, the path and why it cannot be written.
     """
-    path = Path(path)
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise UserError(f"{option} {path}: {probe} is a file, not a folder; pick another path")
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{option} {path}: {probe} is not writable; pick a writable folder")
-    return path
+    _check_nearest_folder(Path(path), Path(path), option)
+    return Path(path)
 
 
 def writable_file(path: Path, option: str) -> Path:
@@ -62,5 +53,16 @@ def writable_file(path: Path, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; give a file name such as {PREDICTIONS}")
-    writable_dir(path.parent if str(path.parent) else Path("."), option)
+    _check_nearest_folder(path.parent, path, option)
     return path
+
+
+def _check_nearest_folder(folder: Path, shown: Path, option: str) -> None:
+    """The nearest existing ancestor of `folder` (itself included) is a writable folder."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{option} {shown}: {probe} is a file, not a folder; pick another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {shown}: {probe} is not writable; pick a writable folder")
