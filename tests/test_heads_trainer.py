@@ -74,7 +74,8 @@ def test_tail_reproduces_visual_and_features_split(tiny):
         for depth in range(4):
             tail = VisualTail(visual, depth)
             torch.testing.assert_close(tail(visual_tokens(visual, images, depth)), full)
-    split = pytest.importorskip("features.split")
+    from features import split
+
     trunk, their_tail = split.split_visual(visual, 2)
     with torch.no_grad():
         tok = trunk(images)
