@@ -126,7 +126,7 @@ def _train_in(run: Path, cfg: RunConfig, data, store: Path, clip, head_init) -> 
     write_json(run / "metrics.json", {"history": trained.history, "store": str(store)})
     from engine.report import write_report
 
-    log.info("report: %s", write_report(run))
+    write_report(run)
 
 
 def _read_names(class_names: str | None) -> dict[str, str] | None:
