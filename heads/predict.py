@@ -204,6 +204,11 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
     kind = source_kind(Path(src))
     run = resolve_run(Path(run))
     model = load_model(run, device=str(resolve_device(device)))
+    if kind != "store" and model.clip is None:
+        raise UserError(
+            f"{run} holds only the head (trained without the store's backbone weights at "
+            "hand): predict from a feature store of SRC, or retrain with --weights FILE"
+        )
     if kind == "store":
         names, logits, rejected = predict_store(model, src, _trained_weights(Path(run)))
     elif kind == "shards":

@@ -119,6 +119,35 @@ def test_unknown_weights_train_the_head_at_k0_and_predict_from_the_store(tmp_pat
     assert result.exit_code == 0, result.output
     rows = out.read_text().splitlines()
     assert len(rows) == N and rows[0].startswith("00.jpg, ")
+    other = make_store(tmp_path / "other.zarr", weights="random")  # another backbone's features
+    result = CliRunner().invoke(
+        main, ["predict", str(other), "--model", str(run), "--out", str(out)]
+    )
+    one_line_error(result, "was made with weights 'random' but the model was trained on a store")
+    assert out.read_text().splitlines() == rows  # the old predictions are left as they were
+    images = tmp_path / "imgs"
+    images.mkdir()
+    result = CliRunner().invoke(main, ["predict", str(images), "--model", str(run)])
+    one_line_error(result, f"{run} holds only the head")
+
+
+def test_screen_refuses_a_store_from_other_shards(tmp_path):
+    store = make_store(tmp_path / "f.zarr", fingerprint="fp-old")
+    shards = make_manifest(tmp_path / "shards", fingerprint="fp-new")
+    out = tmp_path / "screen"
+    result = CliRunner().invoke(main, ["screen", "--features", str(store), "--shards", str(shards),
+                                       "--out", str(out)])  # fmt: skip
+    one_line_error(result, f"feature store {store} was not made from the shards in {shards}")
+    assert not out.exists()
+
+
+def test_config_that_is_not_json_is_one_line(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"train": ')
+    result = train(tmp_path, "--config", config)
+    one_line_error(result, f"--config {config} is not a JSON file")
+    config.write_text("[]")
+    one_line_error(train(tmp_path, "--config", config), "must hold a JSON object, got list")
 
 
 def test_unknown_weights_at_k1_are_refused_before_a_run_folder(tmp_path):

@@ -2,8 +2,8 @@
 
     engine screen --features work/features/train.zarr --rounds 2 --out work/screen --show 20
 
-Rounds >= 1 here retrain the screening's own linear probe on the stored embeddings (k = 0,
-seconds): screening alone needs no tail training. `engine train --rounds R` plugs its own
+The run is `heads.screen_store.screen_store`: rounds >= 1 retrain the screening's own linear
+probe on the stored embeddings (k = 0, seconds). `engine train --rounds R` plugs its own
 trainer into the same rounds instead.
 """
 
@@ -16,7 +16,6 @@ import click
 
 from engine import paths
 from engine.commands.options import screen_extra_option
-from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +31,6 @@ def _class_names(path: Path | None, classes: list[str]) -> list[str]:
         log.warning("%d classes have no name in %s (e.g. %s): using the folder name",
                     len(missing), path, missing[:3])  # fmt: skip
     return names
-
-
-def _inputs(store, text_embed: Path | None):
-    import numpy as np
-
-    from heads.screen import ScreenInputs
-
-    labels = np.asarray(store.labels, np.int64)
-    if (labels < 0).any():
-        raise UserError(f"{store.path} has unlabeled samples; screening needs a labeled split")
-    text = None
-    if text_embed is not None:
-        text = np.load(text_embed).astype(np.float32)
-        if text.shape != (len(store.classes), store.embed(slice(0, 1)).shape[1]):
-            raise UserError(f"--text-embed {text_embed} has shape {text.shape}; need (K, D)")
-    return ScreenInputs(store.embed().astype(np.float32), labels, len(store.classes), text)
 
 
 def format_suspicious(result, paths, labels, names, count: int) -> str:
@@ -86,19 +69,22 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
+@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Shards the store was made from: refuse it if it was not.")  # fmt: skip
 @screen_extra_option
-def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device, screen_extra):
+def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device, shards,
+            screen_extra):  # fmt: skip
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from engine.config import from_dict
     from features.store import open_store
-    from heads.screen import ScreenConfig, run_screening
+    from heads.screen import ScreenConfig
+    from heads.screen_store import screen_store
 
-    store = open_store(store_path, model=None)
-    inputs = _inputs(store, text_embed)
-    names = _class_names(class_names, store.classes)
     extras = {"extras": tuple(screen_extra)} if screen_extra else {}
     cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
-    result = run_screening(inputs, cfg, None, out_dir)
+    names = _class_names(class_names, open_store(store_path, model=None).classes)
+    result, store, inputs = screen_store(store_path, cfg, out_dir, text_embed=text_embed,
+                                         shards=shards)  # fmt: skip
     last = result.rounds[-1]["all"]
     click.echo(
         f"screened {len(inputs.labels)} samples in {len(result.rounds) - 1} rounds: "
