@@ -147,8 +147,9 @@ def _check_depth(k: int, depth: int, store: Path) -> None:
 
 
 def _stamp(attrs: dict, weights: str | None) -> str:
-    """The weights name config.json records: what made the store, not the option's default."""
-    return (attrs.get("weights") or {}).get("name") or weights or "unknown"
+    """The weights config.json records: what made the store (its file's path when it is a
+    file at hand, so `--config` finds it again), never the option's default."""
+    return weights or (attrs.get("weights") or {}).get("name") or "unknown"
 
 
 def _backbone(attrs: dict, weights: str | None):

@@ -34,8 +34,8 @@ def one_clip_build(random_clip, monkeypatch):
     import features.model
 
     def cached(weights, device="cpu", cache_dir=None):
-        assert weights == "random", weights
-        return random_clip
+        assert weights == "random" or weights.endswith("w.pt"), weights
+        return random_clip  # a weights file here only has to be found, not read
 
     monkeypatch.setattr(features.model, "load_clip", cached)
 
@@ -254,3 +254,13 @@ def test_config_json_with_screening_remakes_the_run(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert seen[0] == seen[1] and seen[1].rounds == 1
     assert (first / "config.json").read_text() == (again / "config.json").read_text()
+
+
+def test_a_weights_file_is_stamped_by_its_path_so_config_finds_it(tmp_path):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"stands in for a checkpoint")
+    store = make_store(tmp_path / "f.zarr", weights="w.pt")
+    run = tmp_path / "runs" / "r"
+    result = train(tmp_path, "--features", store, "--rounds", 0, "--weights", weights, "--out", run)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["weights"] == str(weights)

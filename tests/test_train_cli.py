@@ -138,3 +138,11 @@ def test_train_with_screening_rounds(tmp_path):
     assert config["rounds"] == 1 and "knn_k" in config["screen"]
     assert (run / "rounds").is_dir() and any((run / "rounds").iterdir())
     assert (run / "model.pt").exists()
+    # issue 14.1: re-running a screened run's config.json crashed (probe saved as a repr)
+    again = tmp_path / "runs" / "again"
+    result = _invoke("train", "--config", run / "config.json", "--out", again)
+    assert result.exit_code == 0, result.output
+    assert (again / "config.json").read_text() == (run / "config.json").read_text()
+    a = torch.load(run / "model.pt", weights_only=False)["head"]["state_dict"]
+    b = torch.load(again / "model.pt", weights_only=False)["head"]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
