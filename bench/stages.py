@@ -168,3 +168,10 @@ def predict_stage(ctx: BenchContext) -> list[dict]:
         )
         for r in rows
     ]
+
+
+@stage("host")
+def host_stage(ctx: BenchContext) -> list[dict]:
+    """The DALI path's host feeder at 1 and 2 views vs the per-sample feeder it replaced;
+    needs no GPU and no DALI (it times batch preparation alone)."""
+    return stage_module("host_bench").host_rows(ctx)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from engine.errors import UserError
+from shards.decode import BACKENDS
 
 NUM_BLOCKS = 12  # ViT-B/32 has 12 residual blocks; depth k leaves the last k to the trainer.
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
 DEVICES = ("auto", "cpu", "cuda")
 COMPRESSORS = ("none", "zstd", "lz4")
 

@@ -60,10 +60,11 @@ def extract(
     Returns:
         `out`, a complete store.
     """
-    from shards.manifest import load_manifest
+    from shards.format import open_shards
 
     shard_dir, out = Path(shard_dir), Path(out)
-    manifest = load_manifest(shard_dir)
+    shard_set = open_shards(shard_dir)  # the manifest, read and checked once for every reader
+    manifest = shard_set.manifest
     ctx = DistContext.from_env(cfg.device)
     try:
         clip = _load(clip_loader, cfg.weights, ctx.device)
@@ -73,7 +74,7 @@ def extract(
             return out
         ctx.barrier()
         store = FeatureStore.open_for_writing(out)
-        fallbacks = _run(shard_dir, store, cfg, clip, ctx, loader_factory or _make_loader)
+        fallbacks = _run(shard_set, store, cfg, clip, ctx, loader_factory or _make_loader)
         all_fallbacks = sorted(k for keys in ctx.gather(fallbacks) for k in keys)
         ctx.barrier()
         ctx.on_rank0(lambda: _finish(store, all_fallbacks))

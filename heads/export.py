@@ -24,14 +24,15 @@ from heads import tensors as T
 from heads.config import TrainConfig
 from heads.head import make_head
 from heads.trainer import TrainedModel
+from shards.decode.preprocess import MEAN, STD
 
 MODEL_FILE = "model.pt"
 MODEL_FORMAT = "engine.model/1"
 # open_clip's ViT-B/32 eval transform (OpenAI mean/std, bicubic resize, center crop).
 DEFAULT_PREPROCESS = {
     "size": 224,
-    "mean": [0.48145466, 0.4578275, 0.40821073],
-    "std": [0.26862954, 0.26130258, 0.27577711],
+    "mean": list(MEAN),
+    "std": list(STD),
     "interpolation": "bicubic",
     "resize_mode": "shortest",
 }

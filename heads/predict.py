@@ -126,13 +126,13 @@ def predict_store(model, store: Path, trained_weights: str | None = None):
 
 
 def shard_paths(shard_dir: Path) -> list[str]:
-    """Source file names of every sample, in store order, from the shards' index only."""
-    from features.meta import read_shard_meta
-    from shards.reader import shard_files
+    """Source file names of every sample, in store order, from the shards' small `json`
+    members (found through the index): no pass over the JPEG bytes."""
+    from shards.format import open_shards, read_shard_meta
 
     names: list[str] = []
-    for f in shard_files(shard_dir):
-        names += read_shard_meta(f.tar, f.idx, f.offset, f.count).paths
+    for entry in open_shards(shard_dir).entries:
+        names += read_shard_meta(entry).paths
     return names
 
 

@@ -6,10 +6,10 @@ manifest = shards.writer.pack(Path("data/train"), Path("work/shards/train"), cfg
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from engine.errors import UserError
+from shards.cpus import available_cpus
 
 # The feature store chunks along N must divide shard_size (docs/architecture.md), and
 # the decoders batch by 64/128/256: a power of two keeps every such chunk whole.
@@ -57,8 +57,8 @@ class ShardConfig:
 
     @property
     def num_workers(self) -> int:
-        """Worker processes to use: the configured count, else every CPU core."""
-        return self.workers if self.workers is not None else max(1, os.cpu_count() or 1)
+        """Worker processes to use: the configured count, else every core this process may use."""
+        return self.workers if self.workers is not None else available_cpus()
 
     def params(self) -> dict:
         """Parameters that change the output bytes (recorded in the manifest)."""

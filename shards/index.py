@@ -14,15 +14,9 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+from shards.format import split_name
+
 INDEX_VERSION = "v1.2"
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(sample name, extension) split at the first dot of the basename, as DALI splits it."""
-    dot = name.find(".", name.rfind("/") + 1)
-    if dot < 0:
-        return name, ""
-    return name[:dot], name[dot + 1 :]
 
 
 def index_lines(tar_path: Path) -> list[str]:

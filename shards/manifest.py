@@ -2,6 +2,10 @@
 
 manifest = load_manifest(Path("work/shards/train"))
 manifest["num_samples"], manifest["classes"]
+
+Readers go through `shards.format.open_shards`, which calls `load_manifest` once and passes
+the checked result around; `read_manifest_file` is the JSON step alone, for the writer's
+resume check.
 """
 
 from __future__ import annotations
@@ -14,6 +18,26 @@ from engine.errors import UserError
 FORMAT = "engine.shards/1"
 MANIFEST_NAME = "manifest.json"
 REQUIRED_KEYS = ("format", "labeled", "classes", "shard_size", "shards", "num_samples")
+REBUILD = "rebuild it with `engine shard --force`"
+
+
+def read_manifest_file(path: Path) -> dict:
+    """The JSON object in `path`.
+
+    Raises:
+        UserError: the file is unreadable, truncated, not JSON, or holds no JSON object.
+    """
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"{path} is not valid JSON ({reason}); {REBUILD}") from err
+    if not isinstance(manifest, dict):
+        raise UserError(
+            f"{path} holds a JSON {type(manifest).__name__}, not a manifest object; {REBUILD}"
+        )
+    return manifest
 
 
 def load_manifest(shard_dir: Path) -> dict:
@@ -34,21 +58,37 @@ def load_manifest(shard_dir: Path) -> dict:
             f"no {MANIFEST_NAME} in {shard_dir}: not an engine shard folder, or packing did "
             "not finish; run `engine shard SRC --out DIR` (it resumes an interrupted run)"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(
-            f"{path} is not valid JSON ({err}); rebuild with `engine shard --force`"
-        ) from err
+    manifest = read_manifest_file(path)
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if manifest.get("format") != FORMAT or missing:
         raise UserError(
             f"{path} is not an {FORMAT} manifest (format={manifest.get('format')!r}, "
-            f"missing {missing}); rebuild with `engine shard --force`"
+            f"missing {missing}); {REBUILD}"
         )
-    counts = [s["count"] for s in manifest["shards"]]
-    if sum(counts) != manifest["num_samples"] or any(
-        c != manifest["shard_size"] for c in counts[:-1]
-    ):
-        raise UserError(f"{path}: shard counts {counts} do not match num_samples/shard_size")
+    _check_shard_list(path, manifest)
     return manifest
+
+
+def _check_shard_list(path: Path, manifest: dict) -> None:
+    """Every shard entry names its tar and count, and the counts add up."""
+    shards = manifest["shards"]
+    if not isinstance(shards, list) or not all(_entry_ok(s) for s in shards):
+        raise UserError(
+            f"{path}: 'shards' must be a list of {{name, index, count}} entries; {REBUILD}"
+        )
+    counts = [s["count"] for s in shards]
+    size, total = manifest["shard_size"], manifest["num_samples"]
+    if sum(counts) != total or any(c != size for c in counts[:-1]):
+        raise UserError(
+            f"{path}: shard counts {counts} do not match num_samples {total!r} / "
+            f"shard_size {size!r}; {REBUILD}"
+        )
+
+
+def _entry_ok(entry) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and isinstance(entry.get("count"), int)
+        and entry["count"] >= 0
+    )

@@ -2,28 +2,21 @@
 
 for sample in iter_samples(Path("work/shards/train")):
     sample.index, sample.key, sample.jpeg, sample.label, sample.meta["path"]
+
+Offsets, counts and bytes come from the shard layer (shards.format); this module only turns
+a shard's members into `Sample`s.
 """
 
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from shards.index import split_name
-from shards.manifest import load_manifest
+from shards.format import ShardEntry, open_shards, shard_samples, tar_bytes
 
-
-@dataclass(frozen=True)
-class ShardFile:
-    """One shard: its tar and DALI index, sample count and global index of its first sample."""
-
-    tar: Path
-    idx: Path
-    count: int
-    offset: int
+# One shard, as the layer describes it (kept under its old name for the readers' callers).
+ShardFile = ShardEntry
 
 
 @dataclass(frozen=True)
@@ -37,51 +30,26 @@ class Sample:
     meta: dict
 
 
-def shard_files(shard_dir: Path) -> list[ShardFile]:
-    """The shards of a packed folder, in store order (from its manifest)."""
-    shard_dir = Path(shard_dir)
-    manifest = load_manifest(shard_dir)
-    files, offset = [], 0
-    for shard in manifest["shards"]:
-        tar, idx = shard_dir / shard["name"], shard_dir / shard["index"]
-        files.append(ShardFile(tar, idx, shard["count"], offset))
-        offset += shard["count"]
-    return files
+def shard_files(shards) -> list[ShardEntry]:
+    """The shards of a packed folder (or an opened `ShardSet`), in store order."""
+    return list(open_shards(shards).entries)
 
 
-def iter_samples(shard_dir: Path, shard_ids: Iterable[int] | None = None) -> Iterator[Sample]:
+def iter_samples(shards, shard_ids: Iterable[int] | None = None) -> Iterator[Sample]:
     """Yield the samples of the given shards (all by default) in store order.
 
     Raises:
-        ValueError: a shard holds a different number of samples than the manifest says
-            (the shard is named in the message).
+        UserError: a shard is unreadable or holds a different number of samples than the
+            manifest says (the shard is named in the message).
     """
-    files = shard_files(shard_dir)
-    ids = range(len(files)) if shard_ids is None else sorted(shard_ids)
+    entries = open_shards(shards).entries
+    ids = range(len(entries)) if shard_ids is None else sorted(shard_ids)
     for s in ids:
-        shard = files[s]
-        n = 0
-        for n, (key, members) in enumerate(_iter_tar_groups(shard.tar), start=1):
-            yield _to_sample(shard.offset + n - 1, key, members)
-        if n != shard.count:
-            raise ValueError(f"{shard.tar}: {n} samples, manifest says {shard.count}")
-
-
-def _iter_tar_groups(tar_path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per sample, members grouped as WebDataset and DALI do."""
-    key, members = None, {}
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if not member.isreg():
-                continue
-            name, ext = split_name(member.name)
-            if name != key and key is not None:
-                yield key, members
-                members = {}
-            key = name
-            members[ext] = tar.extractfile(member).read()
-    if key is not None:
-        yield key, members
+        entry = entries[s]
+        data = tar_bytes(entry.tar)
+        for position, (key, members) in enumerate(shard_samples(entry)):
+            parts = {ext: data[o : o + n].tobytes() for ext, (o, n) in members.items()}
+            yield _to_sample(entry.offset + position, key, parts)
 
 
 def _to_sample(index: int, key: str, members: dict[str, bytes]) -> Sample:

@@ -22,13 +22,14 @@ with inverted Adobe CMYK, depending on the decoder).
 
 from __future__ import annotations
 
-import contextlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shards.truncated import load_truncated_images
 
 # Formats whose bytes can be stored as they are (MPO = a camera JPEG with extra frames
 # appended; every decoder reads its first frame).
@@ -183,7 +184,7 @@ def _reencode(
 
 def _decode(data: bytes, short_side: int | None, tolerant: bool) -> Image.Image:
     """Upright RGB pixels; JPEGs larger than needed are decoded at a DCT-scaled size."""
-    with _load_truncated(tolerant), Image.open(io.BytesIO(data)) as img:
+    with load_truncated_images(tolerant), Image.open(io.BytesIO(data)) as img:
         if short_side is not None and img.format and img.format.lower() in JPEG_FORMATS:
             scale = short_side / min(img.size)
             if scale < 1:  # draft keeps the image >= the requested size
@@ -191,17 +192,6 @@ def _decode(data: bytes, short_side: int | None, tolerant: bool) -> Image.Image:
         img.load()
         upright = ImageOps.exif_transpose(img)
         return to_rgb(upright)
-
-
-@contextlib.contextmanager
-def _load_truncated(enabled: bool):
-    """Temporarily set Pillow's process-wide LOAD_TRUNCATED_IMAGES flag."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = enabled
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -28,7 +28,7 @@ from engine.jsonfile import write_json
 from shards.config import ShardConfig
 from shards.index import write_dali_index
 from shards.keys import make_key
-from shards.manifest import FORMAT, MANIFEST_NAME
+from shards.manifest import FORMAT, MANIFEST_NAME, read_manifest_file
 from shards.repair import Prepared, prepare_image
 from shards.sources import Source, SourceListing, fingerprint, list_sources
 
@@ -100,7 +100,7 @@ def _finished_manifest(out: Path, fprint: str) -> dict | None:
     path = out / MANIFEST_NAME
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_manifest_file(path)  # a truncated or non-object manifest: one-line error
     if manifest.get("fingerprint") != fprint:
         raise UserError(
             f"{out} already holds shards packed from other files or parameters; "

@@ -127,14 +127,14 @@ def test_dali_failing_on_good_data_stops_after_a_few_batches(tmp_path, monkeypat
     from shards.decode import dali
 
     write_shards(tmp_path, sample_jpegs(20), shard_size=20, labels=[0] * 20)
-    good_columns = dali._geometry_columns
+    good_columns = dali.geometry_columns
 
-    def out_of_bounds(params, views):
-        columns = good_columns(params, views)
-        columns[2] = [start + 10_000 for start in columns[2]]  # eval crop past the image
+    def out_of_bounds(geo):
+        columns = good_columns(geo)
+        columns[2] = columns[2] + 10_000  # eval crop starts past the image
         return columns
 
-    monkeypatch.setattr(dali, "_geometry_columns", out_of_bounds)
+    monkeypatch.setattr(dali, "geometry_columns", out_of_bounds)
     loader = make_loader(tmp_path, backend="dali-cpu", batch_size=4, workers=1)
     seen = []
     with pytest.raises(RuntimeError, match="3 batches in a row"):

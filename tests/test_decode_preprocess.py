@@ -102,6 +102,8 @@ def test_random_resized_crop_stays_in_scale_ratio_and_bounds():
 
 def test_fallback_crop_is_centred_for_extreme_aspect():
     # 1000x223 can never hold a 3:4..4:3 crop of 90% area: torchvision's centred fallback.
-    left, top, w, h = pp.random_resized_crop(1000, 223, pp.view_rng(0, 0, 1))
-    assert (w, h) == (297, 223)
-    assert (left, top) == ((1000 - 297) // 2, 0)
+    geo = pp.batch_geometry([1000, 223], [223, 1000], [0, 1], seed=0, views=2)
+    assert geo.boxes[1].tolist() == [
+        [(1000 - 297) // 2, 0, 297, 223],
+        [0, (1000 - 297) // 2, 223, 297],
+    ]

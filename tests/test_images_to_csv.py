@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import shards.format
 import shards.reader
 from engine.cli import main
 from shards.sample_data import make_sample_dataset
@@ -76,7 +77,8 @@ def test_images_to_pred_results_csv(tmp_path, monkeypatch, one_clip_build):
     def no_tar_walk(*args, **kwargs):
         raise AssertionError("prediction walked the tars to list names (a second JPEG read)")
 
-    monkeypatch.setattr(shards.reader, "_iter_tar_groups", no_tar_walk)
+    monkeypatch.setattr(shards.reader, "iter_samples", no_tar_walk)
+    monkeypatch.setattr(shards.format, "scan_tar", no_tar_walk)  # the index is used
     reads = _count_reads(monkeypatch, ds.test_dir)
     out = tmp_path / "out" / "pred_results.csv"
     result = _invoke("predict", ds.test_dir, "--model", runs / "latest", "--out", out,

@@ -21,7 +21,7 @@ from engine.errors import UserError
 log = logging.getLogger(__name__)
 
 # Kept here, not imported from bench.suite, so `engine bench --help` stays instant.
-STAGE_NAMES = ("shard", "decode", "trunk", "features", "train", "screen", "predict")
+STAGE_NAMES = ("shard", "decode", "trunk", "features", "train", "screen", "predict", "host")
 
 
 def parse_stages(text: str) -> list[str]:
@@ -67,7 +67,8 @@ def _command_line(stages, images, shards, out, quick, device) -> str:
     "--stages",
     default=",".join(STAGE_NAMES),
     show_default=True,
-    help="Comma-separated stages to time.",
+    help="Comma-separated stages to time; `host` times the DALI path's host feeder alone "
+    "(no GPU or DALI needed) and prints the features-pass ceiling it allows.",
 )
 @click.option(
     "--images",

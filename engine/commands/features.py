@@ -13,9 +13,7 @@ from pathlib import Path
 import click
 
 from engine import paths
-
-# Mirrors features.config / shards.decode; kept literal so `--help` imports nothing heavy.
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
+from shards.decode import BACKENDS  # light: no torch until a loader is made
 
 
 @click.command(name="features")

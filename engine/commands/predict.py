@@ -16,10 +16,8 @@ from pathlib import Path
 import click
 
 from engine import paths
-
-# Mirrors shards.decode.BACKENDS; kept literal so `--help` imports nothing heavy.
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
-DEVICES = ("auto", "cpu", "cuda")
+from features.config import DEVICES  # light: dataclasses only
+from shards.decode import BACKENDS  # light: no torch until a loader is made
 
 
 @click.command("predict")

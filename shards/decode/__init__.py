@@ -15,22 +15,48 @@ Usage:
 
 from __future__ import annotations
 
-import os
-
 from engine.errors import UserError
-from shards.decode.batch import Batch
+from shards.cpus import available_cpus
 from shards.decode.preprocess import PREPROCESS
 
-try:  # detected once; tests monkeypatch HAS_DALI to force the Pillow fallback
-    import nvidia.dali  # noqa: F401
-
-    HAS_DALI = True
-except ImportError:
-    HAS_DALI = False
-
+# The one list of decode backends; features.config and the CLI import it from here.
 BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
 
-__all__ = ["BACKENDS", "Batch", "HAS_DALI", "PREPROCESS", "make_loader", "resolve_backend"]
+
+def has_dali() -> bool:
+    """Whether NVIDIA DALI imports on this machine; tried once, on first need (the import
+    takes about a second, which `--help` should not pay). Tests set `HAS_DALI` to override."""
+    if "HAS_DALI" not in globals():
+        try:
+            import nvidia.dali  # noqa: F401
+
+            globals()["HAS_DALI"] = True
+        except ImportError:
+            globals()["HAS_DALI"] = False
+    return globals()["HAS_DALI"]
+
+
+def __getattr__(name: str):
+    # `HAS_DALI` and `Batch` (which needs torch) load on first use, so that
+    # `from shards.decode import BACKENDS` (the CLI's --help) stays light.
+    if name == "HAS_DALI":
+        return has_dali()
+    if name == "Batch":
+        from shards.decode.batch import Batch
+
+        return Batch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "BACKENDS",
+    "Batch",
+    "HAS_DALI",
+    "PREPROCESS",
+    "has_dali",
+    "make_loader",
+    "resolve_backend",
+]
 
 
 def resolve_backend(backend: str = "auto") -> str:
@@ -45,8 +71,8 @@ def resolve_backend(backend: str = "auto") -> str:
         raise UserError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     cuda = torch.cuda.is_available()
     if backend == "auto":
-        return ("dali-gpu" if cuda else "dali-cpu") if HAS_DALI else "pil"
-    if backend.startswith("dali") and not HAS_DALI:
+        return ("dali-gpu" if cuda else "dali-cpu") if has_dali() else "pil"
+    if backend.startswith("dali") and not has_dali():
         raise UserError(
             f"decode backend {backend!r} needs NVIDIA DALI, which is not installed; use pil"
         )
@@ -59,15 +85,7 @@ def resolve_backend(backend: str = "auto") -> str:
 
 def default_workers() -> int:
     """Decode threads/processes: every core this process may use, at most 16."""
-    return max(
-        1,
-        min(
-            16,
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1,
-        ),
-    )
+    return min(16, available_cpus())
 
 
 def make_loader(

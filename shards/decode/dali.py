@@ -1,8 +1,8 @@
 """DALI decode backends: `mixed` (GPU, hardware JPEG engines) and CPU operators.
 
-The host reads each sample's JPEG bytes by offset, parses its header for the size and
-computes every view's geometry (shards.decode.preprocess), then feeds bytes and geometry
-through `fn.external_source`; DALI decodes, resizes with the explicit torchvision sizes,
+The host takes each sample's JPEG bytes as a slice of the tar's mmap and its size from the
+shard metadata, computes the whole batch's view geometry at once (shards.decode.preprocess),
+then feeds bytes and geometry through `fn.external_source`; DALI decodes, resizes with the explicit torchvision sizes,
 crops with `fn.slice`, mirrors and normalises. Geometry computed on the host is what makes
 views identical across backends, batch sizes and worker counts.
 
@@ -16,18 +16,16 @@ Usage:
 from __future__ import annotations
 
 import collections
-import io
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from PIL import Image
 
 from shards.decode.batch import Batch
 from shards.decode.catalog import Catalog
-from shards.decode.pil import decode_rgb, decode_views
-from shards.decode.preprocess import IMAGE_SIZE, MEAN, STD, ViewParams, sample_params
+from shards.decode.pil import decode_views
+from shards.decode.preprocess import IMAGE_SIZE, MEAN, STD, BatchGeometry, batch_geometry
 
 log = logging.getLogger(__name__)
 # Batches DALI runs ahead of the one handed out: overlaps host reading, decode and copy.
@@ -37,26 +35,15 @@ PREFETCH = 2
 MAX_UNEXPLAINED_FAILURES = 3
 
 
-def image_size(jpeg: bytes, key: str) -> tuple[int, int]:
-    """(width, height) from the JPEG header, decoding tolerantly only if the header is bad."""
-    try:
-        with Image.open(io.BytesIO(jpeg)) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError):
-        return decode_rgb(jpeg, key)[0].size
-
-
-def _geometry_columns(params: list[list[ViewParams]], views: int) -> list[list[np.ndarray]]:
-    """Per-sample DALI arguments: eval (w, h, start, shape), then (start, shape, flip) per view."""
-    columns: list[list[np.ndarray]] = [[] for _ in range(2 + 3 * views)]
-    for sample in params:
-        ev = sample[0]
-        columns[0].append(np.float32(ev.resize[0]))
-        columns[1].append(np.float32(ev.resize[1]))
-        for v, p in enumerate(sample):
-            columns[2 + 3 * v].append(np.array([p.top, p.left], np.float32))
-            columns[3 + 3 * v].append(np.array([p.height, p.width], np.float32))
-            columns[4 + 3 * v].append(np.int32(p.flip))
+def geometry_columns(geo: BatchGeometry) -> list[np.ndarray]:
+    """DALI's per-sample arguments as whole-batch arrays (the outer dimension is the batch):
+    eval (w, h), then (start [top, left], shape [height, width], flip) per view."""
+    resize, boxes = geo.resize.astype(np.float32), geo.boxes.astype(np.float32)
+    columns = [np.ascontiguousarray(resize[:, 0]), np.ascontiguousarray(resize[:, 1])]  # (B,)
+    for v in range(len(boxes)):
+        columns.append(np.ascontiguousarray(boxes[v][:, [1, 0]]))  # (B, 2) top, left
+        columns.append(np.ascontiguousarray(boxes[v][:, [3, 2]]))  # (B, 2) height, width
+        columns.append(geo.flips[v].astype(np.int32))  # (B,)
     return columns
 
 
@@ -69,6 +56,16 @@ def _error_summary(err: Exception) -> str:
     return lines[0][:300] if lines else type(err).__name__
 
 
+def prepare_batch(catalog: Catalog, positions: range, *, seed: int, views: int) -> list:
+    """External-source columns of one batch: JPEG bytes (zero-copy slices of the tars' mmaps),
+    then `geometry_columns`. Sizes come from the shard metadata (read once per shard) and
+    the views of the whole batch are computed at once; no per-sample syscall or generator."""
+    widths, heights = catalog.image_sizes(positions)  # (B,), (B,)
+    index = catalog.indices[positions.start : positions.stop]  # (B,)
+    geo = batch_geometry(widths, heights, index, seed=seed, views=views)
+    return [catalog.jpeg_views(positions), *geometry_columns(geo)]
+
+
 class HostFeeder:
     """DALI's external source: bytes + geometry of the next batch, computed one batch ahead."""
 
@@ -77,24 +74,20 @@ class HostFeeder:
         n = len(catalog)
         self.batches = [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
         self.pending: collections.deque[range] = collections.deque()
+        # Batches DALI may still be reading: the ones queued ahead plus the one running.
+        self._alive: collections.deque[list] = collections.deque(maxlen=PREFETCH + 2)
         self._next = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dali-host")
         self._ahead = self._pool.submit(self._prepare, 0) if self.batches else None
 
     def _prepare(self, b: int):
-        jpegs, params = [], []
-        for i in self.batches[b]:
-            jpeg = self.catalog.read(i)
-            w, h = image_size(jpeg, self.catalog.keys[i])
-            index = self.catalog.indices[i]
-            params.append(sample_params(w, h, seed=self.seed, index=index, views=self.views))
-            jpegs.append(np.frombuffer(jpeg, np.uint8))
-        return [jpegs, *_geometry_columns(params, self.views)]
+        return prepare_batch(self.catalog, self.batches[b], seed=self.seed, views=self.views)
 
     def __call__(self):
         if self._next >= len(self.batches):
             raise StopIteration
         out = self._ahead.result()
+        self._alive.append(out)  # external_source(no_copy=True) reads these buffers in place
         self.pending.append(self.batches[self._next])
         self._next += 1
         if self._next < len(self.batches):
@@ -121,7 +114,10 @@ def build_pipeline(feeder: HostFeeder, *, device: str, batch_size: int, workers:
         exec_dynamic=True,
     )
     def pipeline():
-        cols = fn.external_source(source=feeder, num_outputs=3 + 3 * views, batch=True)
+        # no_copy: JPEGs are read straight from the tars' mmaps (the feeder keeps them alive).
+        cols = fn.external_source(
+            source=feeder, num_outputs=3 + 3 * views, batch=True, no_copy=True
+        )
         jpegs, eval_w, eval_h = cols[0], cols[1], cols[2]
         image = fn.decoders.image(
             jpegs,
@@ -187,9 +183,12 @@ class DaliLoader:
                 workers=self.workers,
                 views=self.views,
             )
+            # One explicit stream for DALI's outputs and the copies out of them; each batch's
+            # consumer stream waits on it (`_to_batch`), so no device-wide sync is needed.
+            stream = torch.cuda.Stream() if self.device == "gpu" else None
             while True:
                 try:
-                    outputs = pipe.run()
+                    outputs = pipe.run(stream) if stream is not None else pipe.run()
                 except StopIteration:
                     break
                 except RuntimeError as err:
@@ -197,31 +196,39 @@ class DaliLoader:
                     yield self._finish(self._pillow_batch(feeder.pending.popleft(), err))
                     continue
                 self._unexplained = 0
-                yield self._finish(self._to_batch(outputs, feeder.pending.popleft()))
+                yield self._finish(self._to_batch(outputs, feeder.pending.popleft(), stream))
         finally:
             feeder.close()
 
-    def _to_batch(self, outputs, positions: range) -> Batch:
-        on_gpu = self.device == "gpu"
-        # CPU decode bound for a GPU: pinned, so `_finish`'s non_blocking copy is asynchronous.
-        to_cuda = self.out_device is not None and torch.device(self.out_device).type == "cuda"
-        images = torch.empty(
-            (self.views, len(positions), 3, IMAGE_SIZE, IMAGE_SIZE),
-            dtype=torch.float32,
-            device=torch.device("cuda", torch.cuda.current_device()) if on_gpu else "cpu",
-            pin_memory=not on_gpu and to_cuda,
-        )  # (V, B, 3, 224, 224)
-        for v, out in enumerate(outputs):
-            if on_gpu:
-                from nvidia.dali.plugin.pytorch import feed_ndarray
+    def _to_batch(self, outputs, positions: range, stream=None) -> Batch:
+        """Copy DALI's outputs into one (V, B, 3, 224, 224) tensor.
 
-                feed_ndarray(out.as_tensor(), images[v], cuda_stream=torch.cuda.current_stream())
-            else:
+        On the GPU the copies run on `stream`, the one `pipe.run` returned the outputs on;
+        the stream first waits for the consumer's stream (the buffer may be memory it freed
+        with work still queued), and the consumer's stream then waits for the copies.
+        """
+        if self.device != "gpu":
+            # CPU decode bound for a GPU: pinned, so `_finish`'s non_blocking copy is async.
+            to_cuda = self.out_device is not None and torch.device(self.out_device).type == "cuda"
+            images = torch.empty(self._shape(len(positions)), pin_memory=to_cuda)
+            for v, out in enumerate(outputs):
                 images[v].copy_(torch.from_numpy(np.asarray(out.as_tensor())))
+            return Batch(images, self._index(positions))
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        consumer = torch.cuda.current_stream()
+        images = torch.empty(self._shape(len(positions)), device=consumer.device)
+        stream.wait_stream(consumer)
+        for v, out in enumerate(outputs):
+            feed_ndarray(out.as_tensor(), images[v], cuda_stream=stream)
+        consumer.wait_stream(stream)
         return Batch(images, self._index(positions))
 
+    def _shape(self, n: int) -> tuple[int, ...]:
+        return (self.views, n, 3, IMAGE_SIZE, IMAGE_SIZE)  # (V, B, 3, 224, 224) float32
+
     def _index(self, positions: range) -> torch.Tensor:
-        return torch.tensor([self.catalog.indices[i] for i in positions], dtype=torch.int64)
+        return torch.from_numpy(self.catalog.indices[positions.start : positions.stop].copy())
 
     def _pillow_batch(self, positions: range, err: RuntimeError) -> Batch:
         """Decode a batch DALI failed on with Pillow, naming the damaged samples."""
@@ -231,7 +238,7 @@ class DaliLoader:
             x, repaired = decode_views(
                 self.catalog.read(i),
                 key,
-                index=self.catalog.indices[i],
+                index=int(self.catalog.indices[i]),
                 seed=self.seed,
                 views=self.views,
             )

@@ -9,34 +9,19 @@ Usage:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import threading
 
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 
 from engine.errors import UserError
 from shards.decode.batch import Batch
 from shards.decode.catalog import Catalog
 from shards.decode.preprocess import IMAGE_SIZE, pil_views, sample_params
+from shards.truncated import load_truncated_images
 
 log = logging.getLogger(__name__)
-_TRUNCATED_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _load_truncated_images():
-    # Pillow reads this module flag at load time; set it only around the tolerant retry so
-    # strict decoding (which detects the damage) stays the default everywhere else.
-    with _TRUNCATED_LOCK:
-        old = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = True
-        try:
-            yield
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
 def decode_rgb(jpeg: bytes, key: str) -> tuple[Image.Image, bool]:
@@ -54,7 +39,7 @@ def decode_rgb(jpeg: bytes, key: str) -> tuple[Image.Image, bool]:
     except (OSError, SyntaxError, ValueError):
         pass
     try:
-        with _load_truncated_images(), Image.open(io.BytesIO(jpeg)) as img:
+        with load_truncated_images(), Image.open(io.BytesIO(jpeg)) as img:
             return img.convert("RGB"), True
     except (OSError, SyntaxError, ValueError) as err:
         raise UserError(
@@ -84,7 +69,7 @@ class CatalogDataset(torch.utils.data.Dataset):
         return len(self.catalog)
 
     def __getitem__(self, i: int):
-        key, index = self.catalog.keys[i], self.catalog.indices[i]
+        key, index = self.catalog.keys[i], int(self.catalog.indices[i])
         images, repaired = decode_views(
             self.catalog.read(i), key, index=index, seed=self.seed, views=self.views
         )
