@@ -54,13 +54,16 @@ def _half_autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def bench_trunk(clip, depth: int, batch_size: int, device: torch.device, repeats: int) -> dict:
-    """Trunk alone vs open_clip encode_image, on one resident synthetic batch."""
+def bench_trunk(
+    clip, depth: int, batch_size: int, device: torch.device, repeats: int, compile: bool = False
+) -> dict:
+    """Trunk alone (the 12 - depth blocks it names, no tail) vs open_clip encode_image, on one
+    resident synthetic batch; `compile` wraps the trunk in `torch.compile` (CUDA)."""
     from features.runner import TrunkRunner
 
-    runner = TrunkRunner(clip.model.visual, depth, device)
+    runner = TrunkRunner(clip.model.visual, depth, device, compile=compile)
     x = torch.randn(1, batch_size, 3, 224, 224, device=device)  # (V=1, B, 3, 224, 224)
-    trunk_s = time_call(lambda: runner.compute(x), repeats=repeats)
+    trunk_s = time_call(lambda: runner.trunk_tokens(x), repeats=repeats, warmup=2 if compile else 1)
 
     def baseline():
         with torch.inference_mode(), _half_autocast(device):
@@ -68,9 +71,10 @@ def bench_trunk(clip, depth: int, batch_size: int, device: torch.device, repeats
 
     base_s = time_call(baseline, repeats=repeats)
     precision = "bf16" if device.type == "cuda" else "fp32"
+    compiled = ", compiled" if compile else ""
     return {
         "stage": "trunk",
-        "backend": f"trunk {12 - depth}/12 blocks, {precision}, batch {batch_size}",
+        "backend": f"trunk {12 - depth}/12 blocks, {precision}{compiled}, batch {batch_size}",
         "images_per_s": round(batch_size / trunk_s, 1),
         "baseline": "open_clip encode_image " + ("fp16" if device.type == "cuda" else "fp32"),
         "baseline_images_per_s": round(batch_size / base_s, 1),

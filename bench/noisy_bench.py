@@ -4,6 +4,7 @@
     python -m bench.noisy_bench --flip-prior size    # flips drawn in proportion to folder size
     python -m bench.noisy_bench --grid small         # the first cut's data-starved grid
     python -m bench.noisy_bench --grid quick         # two small settings (~1 min)
+    python -m bench.noisy_bench --quick --extra dfr  # with a screening extra switched on
 
 Data: `heads.synthetic` CLIP-like features (see its docstring for how hard they are). Every
 row is scored by top-1 on the clean, balanced test set; noise-detection precision / recall
@@ -33,7 +34,7 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
-from heads.screen import ScreenConfig, ScreenInputs, run_screening
+from heads.screen import ScreenConfig, ScreenInputs, extras, run_screening
 from heads.screen.partition import RELABELED
 from heads.screen.probe import ProbeConfig, cross_fit_logits, one_hot, probe_train_fn, train_probe
 from heads.screen.signals import softmax
@@ -221,10 +222,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a ScreenConfig field, e.g. --set soft_relabel=False")  # fmt: skip
+    parser.add_argument("--extra", action="append", default=[], choices=extras.available(),
+                        help="switch a screening extra on (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    cfg = ScreenConfig(seed=args.seed, **overrides)
+    cfg = ScreenConfig(seed=args.seed, **{"extras": tuple(args.extra), **overrides})
     grid = GRIDS["quick" if args.quick else args.grid]
     print(format_rows([]), flush=True)  # the benchmark's output is its table, setting by setting
     run(grid, seed=args.seed, cfg=cfg, flip_prior=args.flip_prior,

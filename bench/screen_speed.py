@@ -46,7 +46,7 @@ def _baseline(inputs, device: str):
     except ImportError:  # cleanlab is a dev dependency: fall back to the plain probe
         find_label_issues = None
     y, k = inputs.labels, inputs.num_classes
-    train_fn = probe_train_fn(inputs.embed, ScreenConfig(device=device).probe)
+    train_fn = probe_train_fn(inputs.embed, ScreenConfig().probe, device=device)
 
     def fn():
         logits = cross_fit_logits(
@@ -99,10 +99,11 @@ def run(
 
 
 def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
-    """Seconds of one partition (`rounds._screen`: mixtures, consensus, partition, targets)
-    on random (N, K) signals: the CPU side of a round, which no device runs for it."""
+    """Seconds of one partition (`rounds.screen_round`: mixtures, consensus, partition,
+    targets) on random (N, K) signals: the CPU side of a round, which no device runs for it."""
     from heads.screen import ScreenConfig, ScreenInputs
-    from heads.screen.rounds import _Fixed, _screen
+    from heads.screen.evidence import Evidence
+    from heads.screen.rounds import screen_round
     from heads.screen.signals import softmax
 
     rng = np.random.default_rng(seed)
@@ -115,16 +116,17 @@ def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
 
     votes, zero_shot = softmax(logits()), softmax(logits())
     given = np.arange(samples), y
-    fixed = _Fixed(
-        {"knn": votes[given], "zero_shot": zero_shot[given],
-         "prototype": rng.standard_normal(samples).astype(np.float32)},
-        [votes, zero_shot], [votes.argmax(1), rng.integers(0, num_classes, samples)],
-    )  # fmt: skip
+    fixed = {
+        "knn": Evidence(votes[given], votes, votes.argmax(1)),
+        "prototype": Evidence(rng.standard_normal(samples).astype(np.float32),
+                              voter=rng.integers(0, num_classes, samples)),
+        "zero_shot": Evidence(zero_shot[given], zero_shot),
+    }  # fmt: skip
     inputs = ScreenInputs(np.zeros((samples, 1), np.float32), y, num_classes)
     model_logits = logits()
 
     def one_partition():
-        _screen(inputs, ScreenConfig(), fixed, model_logits)
+        screen_round(inputs, ScreenConfig(), fixed, model_logits)
 
     return time_call(one_partition, repeats=1, warmup=0)  # NumPy: nothing to warm up
 

@@ -73,14 +73,17 @@ def _generic_row(stage_name: str, r: dict, note: str | None = None) -> dict:
 
 @stage("trunk")
 def trunk_stage(ctx: BenchContext) -> list[dict]:
-    """The frozen trunk (12 - k blocks) alone vs open_clip's encode_image, one resident batch."""
+    """The frozen trunk (12 - k blocks) alone vs open_clip's encode_image, one resident batch;
+    on CUDA also compiled (`engine features --compile`)."""
     s = ctx.settings
     import torch
 
-    row = stage_module("features_bench").bench_trunk(
-        ctx.clip(), DEPTH, s.batch_size, torch.device(s.device), s.repeats
-    )
-    return [_generic_row("trunk", row)]
+    fb = stage_module("features_bench")
+    dev = torch.device(s.device)
+    rows = [fb.bench_trunk(ctx.clip(), DEPTH, s.batch_size, dev, s.repeats)]
+    if s.gpu:
+        rows.append(fb.bench_trunk(ctx.clip(), DEPTH, s.batch_size, dev, s.repeats, compile=True))
+    return [_generic_row("trunk", row) for row in rows]
 
 
 @stage("features")

@@ -71,33 +71,50 @@ def bench_tail(clip, n: int, classes: int, batch: int, repeats: int, device: str
     }
 
 
-def bench_full(clip, classes: int, batch: int, repeats: int, device: str) -> dict:
-    """Full fine-tuning from (already decoded) images: every block forward + backward."""
-    import copy
+class FullBaseline:
+    """What a user would write to fine-tune every block: ViT forward + backward + AdamW.
 
-    dev = torch.device(device)
-    model = copy.deepcopy(clip.visual).to(dev).train()
-    head = torch.nn.Linear(512, classes).to(dev)
-    params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=dev.type == "cuda")
-    images = torch.randn(batch, 3, 224, 224, device=dev)
-    labels = torch.randint(0, classes, (batch,), device=dev)
-    times = []
-    for _ in range(repeats + 1):
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    It trains a copy of `clip.visual` with every parameter trainable, whatever another stage
+    did to the shared model (a frozen shared model once made this row train the head only).
+    """
+
+    def __init__(self, clip, classes: int, batch: int, device: str):
+        import copy
+
+        self.dev = torch.device(device)
+        self.model = copy.deepcopy(clip.visual).to(self.dev).train().requires_grad_(True)
+        self.head = torch.nn.Linear(self.model.output_dim, classes).to(self.dev)
+        params = list(self.model.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.AdamW(params, lr=1e-5, fused=self.dev.type == "cuda")
+        self.images = torch.randn(batch, 3, 224, 224, device=self.dev)  # (B, 3, 224, 224)
+        self.labels = torch.randint(0, classes, (batch,), device=self.dev)  # (B,)
+
+    def step(self) -> float:
+        """One optimiser step on the resident batch; returns the loss."""
         ctx = (
             torch.autocast("cuda", torch.bfloat16)
-            if dev.type == "cuda"
+            if self.dev.type == "cuda"
             else torch.autocast("cpu", enabled=False)
         )
         with ctx:
-            loss = torch.nn.functional.cross_entropy(head(model(images)).float(), labels)
-        opt.zero_grad(set_to_none=True)
+            logits = self.head(self.model(self.images))  # (B, classes)
+            loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        if dev.type == "cuda":
+        self.opt.step()
+        return float(loss.detach())
+
+
+def bench_full(clip, classes: int, batch: int, repeats: int, device: str) -> dict:
+    """Full fine-tuning from (already decoded) images: every block forward + backward."""
+    baseline = FullBaseline(clip, classes, batch, device)
+    times = []
+    for _ in range(repeats + 1):
+        if baseline.dev.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        baseline.step()
+        if baseline.dev.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     rate = batch / statistics.median(times[1:])

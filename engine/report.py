@@ -23,11 +23,13 @@ log = logging.getLogger(__name__)
 REPORT_FILE = "report.png"
 # Where screening rounds may live in a run folder (DESIGN.md names `rounds/`).
 ROUND_DIRS = ("rounds",)
-# Per-sample screening scores a round folder may hold, best first; weights are the fallback.
-SCORE_FILES = (("p_clean.npy", "clean posterior"), ("combined.npy", "combined score"),
-               ("score.npy", "score"), ("weight.npy", "sample weight"))  # fmt: skip
+# The final round's per-sample scores, written beside the rounds by heads.screen.page.
+SCORES_FILE = "scores.npz"
+SCORE_NAME = "screening score (mean percentile rank of the signals; low = suspect)"
+# Per-sample files an older round folder may hold instead, best first; weights the last resort.
+SCORE_FILES = (("combined.npy", SCORE_NAME), ("p_clean.npy", "clean posterior"),
+               ("weight.npy", "sample weight (no screening scores saved)"))  # fmt: skip
 EVAL_FILES = ("eval.json", "evaluation.json", "eval/report.json")
-STATES = ("clean", "ambiguous", "relabeled", "dropped", "out_of_set")  # heads.screen.STATES
 ROUND_COUNTS = ("kept", "relabeled", "down_weighted", "dropped")
 TITLES = {
     "classes": "class counts (sorted)",
@@ -92,7 +94,11 @@ def _class_counts(run_dir: Path, config: dict, last_round: Path | None) -> np.nd
     return None
 
 
-def _scores(last_round: Path | None):
+def _scores(rounds_dir: Path | None, last_round: Path | None):
+    """(name, (N,) values, (N,) state) of the final round: scores.npz, else a round's files."""
+    if rounds_dir is not None and (rounds_dir / SCORES_FILE).is_file():
+        with np.load(rounds_dir / SCORES_FILE) as z:
+            return SCORE_NAME, z["combined"], z["state"]
     if last_round is None or not (last_round / "state.npy").exists():
         return None
     state = np.load(last_round / "state.npy")
@@ -116,8 +122,9 @@ def _history(run_dir: Path) -> list[dict] | None:
     return (data or {}).get("history") or None
 
 
-def load_run(run_dir) -> RunData:
-    """Read everything the report can show from a run folder."""
+def load_run(run_dir, evaluation: Path | None = None) -> RunData:
+    """Read everything the report can show from a run folder (`evaluation`: an `engine eval
+    --json` file to show instead of the run folder's own eval.json)."""
     run_dir = Path(run_dir)
     config = (
         _read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
@@ -129,12 +136,13 @@ def load_run(run_dir) -> RunData:
         if rounds_dir and (rounds_dir / "summary.json").exists()
         else None
     )
-    evaluation = next((_read_json(run_dir / f) for f in EVAL_FILES if (run_dir / f).exists()), None)
+    files = [Path(evaluation)] if evaluation else [run_dir / f for f in EVAL_FILES]
+    evaluation = next((_read_json(f) for f in files if f.exists()), None)
     return RunData(
         run_dir=run_dir,
         config=config,
         class_counts=_class_counts(run_dir, config, last),
-        scores=_scores(last),
+        scores=_scores(rounds_dir, last),
         rounds=(summary or {}).get("rounds") or None,
         history=_history(run_dir),
         evaluation=evaluation,
@@ -152,17 +160,21 @@ def _panel_classes(ax, data: RunData) -> None:
     if data.class_counts is None or not len(data.class_counts):
         return _missing(ax, "no class counts (rounds/round_*/class_counts.json or manifest)")
     counts = np.sort(np.asarray(data.class_counts))[::-1]
-    ax.bar(np.arange(len(counts)), np.maximum(counts, 1e-1), width=1.0)
-    ax.set_yscale("log")
+    ax.bar(np.arange(len(counts)), counts, width=1.0)  # linear: bar heights read as counts
     ax.set_xlabel(f"class rank ({len(counts)} classes)")
     ax.set_ylabel("images")
-    ratio = counts[0] / max(counts[-1], 1)
-    ax.text(0.98, 0.95, f"max/min = {ratio:.0f}", ha="right", va="top", transform=ax.transAxes)
+    ax.set_ylim(0, counts[0] * 1.15)  # room for the ratio above the tallest bar
+    top, low = int(counts[0]), int(counts[-1])
+    ratio = f"{top / low:.3g}" if low else "inf"
+    ax.text(0.98, 0.97, f"max/min = {top}/{low} = {ratio}", ha="right", va="top",
+            transform=ax.transAxes)  # fmt: skip
 
 
 def _panel_scores(ax, data: RunData) -> None:
     if data.scores is None:
         return _missing(ax, "no screening round (rounds/round_*/state.npy)")
+    from heads.screen.partition import STATES  # deferred: heads.screen imports torch
+
     name, values, state = data.scores
     bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 30)
     for s, label in enumerate(STATES):
@@ -270,12 +282,12 @@ def build_figure(data: RunData):
     return fig
 
 
-def write_report(run_dir) -> Path:
+def write_report(run_dir, evaluation: Path | None = None) -> Path:
     """Draw `run_dir/report.png` (atomic write) from whatever the run folder holds."""
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    fig = build_figure(load_run(run_dir))
+    fig = build_figure(load_run(run_dir, evaluation))
     path = run_dir / REPORT_FILE
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=90)
@@ -283,3 +295,12 @@ def write_report(run_dir) -> Path:
     tmp.replace(path)
     log.info("report: %s", path)
     return path
+
+
+def refresh_report(eval_json: Path) -> Path | None:
+    """Re-draw the report of the run folder an `engine eval --json` file was written into,
+    so its head / medium / tail panel fills; None when that folder is not a run folder."""
+    run_dir = Path(eval_json).parent
+    if not (run_dir / "config.json").is_file():
+        return None
+    return write_report(run_dir, evaluation=Path(eval_json))

@@ -191,13 +191,9 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
     start, computed = time.perf_counter(), 0
     bar = tqdm(total=len(loader), unit="img", desc="features", disable=not ctx.is_main)
     try:
-        for batch in loader:
-            index = batch.index.numpy()  # (B,)
-            if assembler.needs(index):
-                embed, tokens = runner(batch.images)
-                assembler.add(index, embed, tokens)
-                computed += len(index)
-            bar.update(len(index))
+        for index, (embed, tokens) in runner.overlapped(_needed(loader, assembler, bar)):
+            assembler.add(index, embed, tokens)
+            computed += len(index)
     except BaseException:  # Ctrl-C included: keep the chunks already queued for writing
         assembler.close()
         raise
@@ -213,6 +209,15 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         computed / max(seconds, 1e-9),
     )
     return list(getattr(loader, "fallback_keys", []))
+
+
+def _needed(loader, assembler: ChunkAssembler, bar):
+    """`(index, images)` of the batches with rows still to compute (resume skips the rest)."""
+    for batch in loader:
+        index = batch.index.numpy()  # (B,)
+        bar.update(len(index))
+        if assembler.needs(index):
+            yield index, batch.images
 
 
 def shards_to_decode(shard_dir, store: FeatureStore) -> list[int]:

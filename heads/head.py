@@ -17,26 +17,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import UserError
+from engine.registry import Registry
+from heads import classes
 
-_HEADS: dict[str, type[nn.Module]] = {}
-
-
-def register_head(name: str):
-    def wrap(cls):
-        _HEADS[name] = cls
-        return cls
-
-    return wrap
+HEADS: Registry[type[nn.Module]] = Registry("head", error=UserError)
+register_head = HEADS.register
 
 
 def list_heads() -> list[str]:
-    return sorted(_HEADS)
+    return HEADS.names()
 
 
 def make_head(kind: str, num_classes: int, dim: int = 512, temperature: float = 0.05) -> nn.Module:
-    if kind not in _HEADS:
-        raise UserError(f"unknown head {kind!r}; choose one of {list_heads()}")
-    return _HEADS[kind](num_classes, dim, temperature)
+    return HEADS.get(kind)(num_classes, dim, temperature)
 
 
 class _Head(nn.Module):
@@ -99,15 +92,15 @@ class LinearHead(_Head):
 
 
 def class_prototypes(embed: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted mean of normalised embeddings per class (K, D), from soft targets (N, K).
+    """(K, D) weighted unit class means of the normalised (N, D) embeddings, from (N, K) soft
+    targets and (N,) weights (`heads.classes.class_prototypes` on NumPy arrays).
 
     A class with no weight gets the global mean direction, so its logit starts neutral.
     """
-    x = embed.astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-    w = targets * weights[:, None]  # (N, K)
-    protos = w.T @ x  # (K, D)
-    empty = w.sum(0) <= 0
+    x = F.normalize(torch.from_numpy(np.asarray(embed, np.float32)), dim=1, eps=1e-12)  # (N, D)
+    t, w = torch.from_numpy(np.asarray(targets, np.float32)), torch.from_numpy(weights)
+    protos = classes.class_prototypes(x, t, w.float())  # (K, D)
+    empty = (t * w[:, None]).sum(0) <= 0  # (K,)
     if empty.any():
-        protos[empty] = x.mean(0)
-    return protos / np.linalg.norm(protos, axis=1, keepdims=True).clip(1e-12)
+        protos[empty] = F.normalize(x.mean(0), dim=0, eps=1e-12)
+    return protos.numpy()

@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-GROUPS = ("head", "medium", "tail")
+from heads.classes import GROUPS, class_groups
 
-
-def class_groups(counts: dict[str, float]) -> dict[str, str]:
-    """class -> head / medium / tail by thirds of the classes sorted by count (ties by name)."""
-    order = sorted(counts, key=lambda c: (-counts[c], c))
-    n = len(order)
-    return {c: GROUPS[min(3 * i // max(n, 1), 2)] for i, c in enumerate(order)}
+__all__ = ["GROUPS", "class_groups", "evaluate", "format_report"]
 
 
 def evaluate(

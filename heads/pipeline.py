@@ -95,7 +95,7 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     head_init = _text_head(clip, data.classes, names, weights)
     run, created = _make_run(runs, out)
     try:
-        _train_in(run, cfg, data, store, clip, head_init)
+        _train_in(run, cfg, data, store, names, clip, head_init)
     except BaseException as err:
         _mark_failed(run, created, err)
         raise
@@ -106,7 +106,7 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     return run
 
 
-def _train_in(run: Path, cfg: RunConfig, data, store: Path, clip, head_init) -> None:
+def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_init) -> None:
     """Screening rounds, the final fit, model.pt, metrics and the report, in `run`."""
     from engine.jsonfile import write_json
     from engine.runs import append_jsonl
@@ -115,7 +115,7 @@ def _train_in(run: Path, cfg: RunConfig, data, store: Path, clip, head_init) -> 
 
     write_json(run / CONFIG_FILE, to_dict(cfg))
     (run / FAILED_FILE).unlink(missing_ok=True)
-    targets, weights = _screen(cfg, data, clip, head_init, run)
+    targets, weights = _screen(cfg, data, store, names, clip, head_init, run)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         append_jsonl(run / "metrics.jsonl", metrics)
@@ -224,7 +224,7 @@ def make_train_fn(data, cfg: TrainConfig, clip, head_init):
     return train_fn
 
 
-def _screen(cfg: RunConfig, data, clip, head_init, run: Path):
+def _screen(cfg: RunConfig, data, store: Path, names, clip, head_init, run: Path):
     """Targets and weights from `rounds` screening rounds; (None, None) for rounds = 0."""
     if cfg.rounds == 0:
         return None, None
@@ -238,4 +238,9 @@ def _screen(cfg: RunConfig, data, clip, head_init, run: Path):
     inputs = ScreenInputs(embed, data.labels, num_classes=len(data.classes), text_embed=head_init)
     train_fn = make_train_fn(data, cfg.train, clip, head_init)
     result = run_screening(inputs, cfg.screen, train_fn, run / "rounds")
+    from heads.screen.page import write_screening_page
+
+    page = write_screening_page(run / "rounds", result, data, store_path=store, shards=cfg.shards,
+                                names=names, settings=to_dict(cfg.screen))  # fmt: skip
+    log.info("suspects page: %s%s", page.html, f" ({page.note})" if page.note else "")
     return result.targets, result.weights

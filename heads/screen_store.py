@@ -32,16 +32,22 @@ def screening_inputs(store, text_embed: Path | None):
 
 
 def screen_store(store_path: Path, cfg, out_dir: Path, *, text_embed: Path | None = None,
-                 shards: Path | None = None):  # fmt: skip
-    """(ScreenResult, FeatureStore, ScreenInputs) of `cfg.rounds` rounds saved in `out_dir`."""
+                 shards: Path | None = None, names=None, suspects: int = 200):  # fmt: skip
+    """(ScreenResult, FeatureStore, ScreenInputs, SuspectsFiles) of `cfg.rounds` rounds saved
+    in `out_dir`, with the suspects page (`heads.screen.page`) beside them."""
     from engine import paths
+    from engine.config import to_dict
     from features.store import open_store
     from heads.inputs import check_store_matches
     from heads.screen import run_screening
+    from heads.screen.page import write_screening_page
 
     paths.writable_dir(Path(out_dir), "--out")
     store = open_store(Path(store_path), model=None)
     if shards is not None:
         check_store_matches(store.attrs, Path(store_path), Path(shards))
     inputs = screening_inputs(store, text_embed)
-    return run_screening(inputs, cfg, None, out_dir), store, inputs
+    result = run_screening(inputs, cfg, None, out_dir)
+    page = write_screening_page(out_dir, result, store, suspects=suspects, store_path=store_path,
+                                shards=shards, names=names, settings=to_dict(cfg))  # fmt: skip
+    return result, store, inputs, page

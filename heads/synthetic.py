@@ -134,6 +134,32 @@ def _uniform_pick(rng, pool: np.ndarray, given: int, sibling: bool) -> int:
     return int(other + (other >= given))
 
 
+def _check_options(flip_prior: str, noise: float, noise_mix) -> np.ndarray:
+    """The noise mix as an array, once the options are known to be valid."""
+    if flip_prior not in FLIP_PRIORS:
+        raise ValueError(f"flip_prior must be one of {FLIP_PRIORS}, got {flip_prior!r}")
+    if not 0 <= noise < 1:
+        raise ValueError(f"noise must be in [0, 1), got {noise}")
+    mix = np.asarray(noise_mix, dtype=np.float64)
+    if mix.shape != (3,) or mix.min() < 0 or mix.sum() <= 0:
+        raise ValueError(f"noise_mix must be 3 non-negative shares, got {noise_mix}")
+    return mix
+
+
+def _space(rng, num_species: int, num_genera: int, dim: int, *, spread: float, sigma: float,
+           nuisance: float, cone: float):  # fmt: skip
+    """Species means (S, D) and genus (S,), the shared nuisance basis (rank, D) and the
+    cone offset (D,), drawn in the first version's order so seeded sets stay identical."""
+    means, genus = _class_means(rng, num_species, num_genera, dim, spread)
+    rank = max(1, dim // 16)
+    style = _unit(rng.standard_normal((rank, dim))) * (nuisance / np.sqrt(rank))  # (rank, D)
+    # A shared offset makes unrelated samples' mean cosine `cone` (CLIP's narrow cone).
+    offset = np.sqrt(cone / (1 - cone) * (1 + sigma**2 + nuisance**2)) * _unit(
+        rng.standard_normal(dim)
+    )
+    return means, genus, style, offset
+
+
 def make_noisy_features(
     *,
     num_classes: int = 200,
@@ -174,24 +200,14 @@ def make_noisy_features(
             other folders as often as it is photographed, which is what sized its folder).
         seed: everything is a function of it.
     """
-    if flip_prior not in FLIP_PRIORS:
-        raise ValueError(f"flip_prior must be one of {FLIP_PRIORS}, got {flip_prior!r}")
-    if not 0 <= noise < 1:
-        raise ValueError(f"noise must be in [0, 1), got {noise}")
-    mix = np.asarray(noise_mix, dtype=np.float64)
-    if mix.shape != (3,) or mix.min() < 0 or mix.sum() <= 0:
-        raise ValueError(f"noise_mix must be 3 non-negative shares, got {noise_mix}")
+    mix = _check_options(flip_prior, noise, noise_mix)
     rng = np.random.default_rng(seed)
-    num_genera = max(1, num_classes // species_per_genus)
     num_outside = max(10, num_classes // 5)  # classes that exist but are not in the label set
-    means, genus = _class_means(rng, num_classes + num_outside, num_genera, dim, spread)
+    means, genus, style, offset = _space(
+        rng, num_classes + num_outside, max(1, num_classes // species_per_genus), dim,
+        spread=spread, sigma=sigma, nuisance=nuisance, cone=cone,
+    )  # fmt: skip
     in_means, genus = means[:num_classes], genus[:num_classes]
-    rank = max(1, dim // 16)
-    style = _unit(rng.standard_normal((rank, dim))) * (nuisance / np.sqrt(rank))  # (rank, D)
-    # A shared offset makes unrelated samples' mean cosine `cone` (CLIP's narrow cone).
-    offset = np.sqrt(cone / (1 - cone) * (1 + sigma**2 + nuisance**2)) * _unit(
-        rng.standard_normal(dim)
-    )
 
     counts = rng.permutation(long_tail_counts(num_classes, max_per_class, imbalance))
     given = np.repeat(np.arange(num_classes), counts)

@@ -20,8 +20,15 @@ CONFIGS = [
     ShardConfig(shard_size=64, short_side=None, workers=2, labeled=False, force=True),
     FeatureConfig(depth=3, views=2, weights="random", backend="pil", workers=0, seed=5),
     TrainConfig(unfreeze_last=2, epochs_lp=3, loss="sce", views=1, seed=9),
-    ProbeConfig(steps=7, loss="gce", mixup_alpha=0.3, device="cpu"),
-    ScreenConfig(rounds=1, knn_k=4, seed=3, device="cpu", probe=ProbeConfig(steps=11, lr=0.1)),
+    ProbeConfig(steps=7, loss="gce", logit_adjust=0.5),
+    ScreenConfig(
+        rounds=1,
+        knn_k=4,
+        seed=3,
+        device="cpu",
+        probe=ProbeConfig(steps=11, lr=0.1),
+        extras=("dfr",),
+    ),  # fmt: skip
     RunConfig(
         features="f.zarr",
         weights="random",
@@ -49,7 +56,6 @@ def test_nested_probe_is_a_dict_not_its_repr():
 def test_run_config_keeps_one_seed_rounds_and_device():
     cfg = RunConfig(rounds=1, train=TrainConfig(seed=8, device="cpu"))
     assert (cfg.screen.rounds, cfg.screen.seed, cfg.screen.device) == (1, 8, "cpu")
-    assert cfg.screen.probe.device == "cpu"
 
 
 def test_unknown_nested_key_names_the_section_and_the_valid_keys():
@@ -63,7 +69,7 @@ def test_unknown_nested_key_names_the_section_and_the_valid_keys():
 def test_unknown_top_level_and_probe_keys_are_refused():
     with pytest.raises(UserError, match=r"'config'; valid: class_names, features, rounds"):
         run_config_from({"round": 2})
-    with pytest.raises(UserError, match=r"'config.screen.probe'; valid: batch_rows"):
+    with pytest.raises(UserError, match=r"'config.screen.probe'; valid: logit_adjust, loss, lr, steps"):
         run_config_from({"screen": {"probe": {"stepz": 1}}})
 
 

@@ -180,13 +180,13 @@ def killing_loader(after_batches: int):
 
 def count_computed_rows(monkeypatch) -> list[int]:
     computed = []
-    original = runner_module.TrunkRunner.__call__
+    original = runner_module.TrunkRunner.submit
 
     def counting(self, images):
         computed.append(images.shape[1])
         return original(self, images)
 
-    monkeypatch.setattr(runner_module.TrunkRunner, "__call__", counting)
+    monkeypatch.setattr(runner_module.TrunkRunner, "submit", counting)
     return computed
 
 

@@ -77,3 +77,23 @@ def test_cli_prints_each_setting_as_it_finishes(monkeypatch, capsys):
     body = lines[2:]
     assert len(body) == len(GRIDS["quick"]) * len(METHODS)
     assert all(line.rstrip().endswith("50.0") for line in body)
+
+
+def test_cli_builds_the_screen_config_from_extra_and_set(monkeypatch, capsys):
+    import pytest
+
+    import bench.noisy_bench as nb
+
+    seen = {}
+
+    def fake_run(grid, seed, cfg, flip_prior, on_setting):
+        seen.update(grid=grid, cfg=cfg)
+        return []
+
+    monkeypatch.setattr(nb, "run", fake_run)
+    main(["--quick", "--extra", "dfr", "--extra", "srrs-verify", "--set", "knn_k=5"])
+    assert seen["grid"] == GRIDS["quick"]
+    assert seen["cfg"].extras == ("dfr", "srrs-verify") and seen["cfg"].knn_k == 5
+    with pytest.raises(SystemExit):
+        main(["--extra", "dfrr"])
+    assert "invalid choice: 'dfrr'" in capsys.readouterr().err

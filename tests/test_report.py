@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from engine.jsonfile import write_json
 from engine.report import TITLES, build_figure, load_run, write_report
 from engine.runs import append_jsonl
 from heads.metrics import evaluate
+from heads.screen.partition import STATES
+from heads.screen.suspects import write_scores
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -33,6 +37,9 @@ def _write_rounds(run, labels: np.ndarray, num_classes: int) -> np.ndarray:
         )  # fmt: skip
         history.append({"round": r, "changed": 1.0, **summarise(state, labels, num_classes)})
     write_summary(run / "rounds", history)
+    write_scores(run / "rounds", SimpleNamespace(  # what heads.screen.page saves at the end
+        state=state, combined=rng.uniform(0, 1, len(labels)), p_clean=rng.uniform(0, 1, len(labels)),
+        scores={"knn": rng.uniform(0, 1, len(labels))}))  # fmt: skip
     return state
 
 
@@ -68,14 +75,22 @@ def test_full_run_has_every_panel_with_data(full_run):
     np.testing.assert_array_equal(data.class_counts, counts)
     assert [r["round"] for r in data.rounds] == [0, 1]
     assert [h["phase"] for h in data.history] == ["lp", "lp", "ft"]
-    assert data.scores[0] == "sample weight"  # rounds save weights, not raw scores
+    name, values, state = data.scores  # the screening score, not the sample weight
+    assert name.startswith("screening score")
+    with np.load(run / "rounds" / "scores.npz") as saved:
+        np.testing.assert_array_equal(values, saved["combined"])
+        np.testing.assert_array_equal(state, saved["state"])
     fig = build_figure(data)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == list(TITLES.values())
     panels = dict(zip(TITLES, fig.axes[:6], strict=True))
     assert all("no data" not in _texts(ax) for ax in panels.values())
-    assert panels["classes"].get_yscale() == "log"
-    assert "max/min = 20" in _texts(panels["classes"])
+    assert panels["classes"].get_yscale() == "linear"
+    assert "max/min = 40/2 = 20" in _texts(panels["classes"])
+    # scores panel: one histogram per state present, each over that state's score values
+    legend = [t.get_text() for t in panels["scores"].get_legend().get_texts()]
+    present = [s for s in range(5) if (state == s).any()]
+    assert legend == [f"{STATES[s]} ({(state == s).sum()})" for s in present]
     # per-round counts: 4 stacked series x 2 rounds
     assert len(panels["rounds"].patches) == 8
     assert [t.get_text() for t in panels["groups"].get_xticklabels()] == ["head", "medium", "tail"]
@@ -134,3 +149,35 @@ def test_unreadable_json_is_skipped_not_fatal(tmp_path, caplog):
     assert "no data" not in _texts(panels["groups"])
     assert "unfreeze_last" not in _texts(panels["summary"])
     assert write_report(run).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_class_panel_ratio_is_the_true_one(tmp_path):
+    """39 / 28 images is a ratio of 1.39, not the `max/min = 1` of a rounded log axis."""
+    run = tmp_path / "run"
+    write_json(run / "manifest.json", {"class_counts": {"a": 39, "b": 30, "c": 28}})
+    panels = dict(zip(TITLES, build_figure(load_run(run)).axes[:6], strict=True))
+    assert "max/min = 39/28 = 1.39" in _texts(panels["classes"])
+    assert [p.get_height() for p in panels["classes"].patches] == [39, 30, 28]
+
+
+def test_eval_json_into_a_run_folder_redraws_its_report(full_run, tmp_path):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    run, _ = full_run
+    (run / "eval.json").unlink()
+    write_report(run)
+    assert load_run(run).evaluation is None
+    pred, labels = tmp_path / "pred.csv", tmp_path / "labels.csv"
+    pred.write_text("a.jpg, 0000\nb.jpg, 0001\nc.jpg, 0001\n")
+    labels.write_text("a.jpg, 0000\nb.jpg, 0001\nc.jpg, 0000\n")
+    before = (run / "report.png").stat().st_mtime_ns
+    out = CliRunner().invoke(main, ["eval", str(pred), str(labels), "--json", str(run / "my.json")])
+    assert out.exit_code == 0, out.output
+    assert f"report: {run / 'report.png'}" in out.output
+    assert (run / "report.png").stat().st_mtime_ns > before
+    data = load_run(run, evaluation=run / "my.json")
+    panels = dict(zip(TITLES, build_figure(data).axes[:6], strict=True))
+    assert "no data" not in _texts(panels["groups"])
+    assert data.evaluation["top1"] == pytest.approx(2 / 3)

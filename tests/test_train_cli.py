@@ -137,6 +137,8 @@ def test_train_with_screening_rounds(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["rounds"] == 1 and "knn_k" in config["screen"]
     assert (run / "rounds").is_dir() and any((run / "rounds").iterdir())
+    assert f"suspects page: {run / 'rounds' / 'suspects.html'}" in result.output
+    assert (run / "rounds" / "suspects.csv").is_file() and (run / "rounds" / "scores.npz").is_file()
     assert (run / "model.pt").exists()
     # issue 14.1: re-running a screened run's config.json crashed (probe saved as a repr)
     again = tmp_path / "runs" / "again"

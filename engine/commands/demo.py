@@ -108,6 +108,12 @@ def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) 
         f"\ndemo finished in {time.perf_counter() - total:.0f} s; outputs in {out}", bold=True
     )
     click.echo(f"report: {run / 'report.png'}   predictions: {pred}")
+    from heads.screen.suspects import mislabeled_share
+
+    page = run / "rounds" / "suspects.html"
+    hits, top = mislabeled_share(page.with_name("suspects.csv"), info.noisy, top=20)
+    click.echo(f"suspects page: {page} (open it in a browser; {hits} of its {top} most suspicious "
+               f"flagged files are truly mislabeled, per {info.root / 'train_truth.csv'})")  # fmt: skip
 
 
 def _generate(out: Path, classes: int, seed: int):
@@ -140,11 +146,8 @@ def _train(out: Path, shards: Path, run: Path, weights: str, seed: int) -> None:
 
 
 def _evaluate(info, shards: Path, run: Path, pred: Path) -> None:
-    """Step 5: score against the hidden labels, then redraw the report with the accuracy panel."""
+    """Step 5: score against the hidden labels (`eval --json` into the run redraws its report)."""
     start = _step("5/6 evaluate against the hidden test labels")
     _run(["eval", str(pred), str(info.root / "test_labels.csv"), "--train-counts",
           str(shards / "train" / "manifest.json"), "--json", str(run / "eval.json")])  # fmt: skip
-    from engine.report import write_report
-
-    write_report(run)  # again, now with the head/medium/tail accuracy panel
     _done(start)

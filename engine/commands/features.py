@@ -75,7 +75,10 @@ def command(
     """
     from features.config import FeatureConfig
     from features.extract import extract
+    from features.gpu_env import gpu_visibility_problem
 
+    if device != "cpu" and (problem := gpu_visibility_problem()):
+        click.echo(f"warning: {problem}", err=True)  # else a silent run on the CPU
     cfg = FeatureConfig(
         depth=depth,
         views=views,

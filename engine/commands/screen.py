@@ -66,14 +66,17 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
               help="CSV 'folder, name' per class: names shown by --show.")  # fmt: skip
 @click.option("--text-embed", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="(K, D) .npy of class text embeddings for the zero-shot signal.")  # fmt: skip
+@click.option("--suspects", type=click.IntRange(0), default=200, show_default=True,
+              help="Cards on the suspects.html page written into --out.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
-@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Shards the store was made from: refuse it if it was not.")  # fmt: skip
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Shards the store was made from (refused if it was not); the "
+              "page's thumbnails come from them. [default: the store's]")  # fmt: skip
 @screen_extra_option
-def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, device, shards,
-            screen_extra):  # fmt: skip
+def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects, seed, device,
+            shards, screen_extra):  # fmt: skip
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from engine.config import from_dict
     from features.store import open_store
@@ -83,8 +86,8 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, de
     extras = {"extras": tuple(screen_extra)} if screen_extra else {}
     cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
     names = _class_names(class_names, open_store(store_path, model=None).classes)
-    result, store, inputs = screen_store(store_path, cfg, out_dir, text_embed=text_embed,
-                                         shards=shards)  # fmt: skip
+    result, store, inputs, page = screen_store(store_path, cfg, out_dir, text_embed=text_embed,
+                                               shards=shards, names=names, suspects=suspects)  # fmt: skip
     last = result.rounds[-1]["all"]
     click.echo(
         f"screened {len(inputs.labels)} samples in {len(result.rounds) - 1} rounds: "
@@ -94,3 +97,4 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, seed, de
     )
     if show:
         click.echo(format_suspicious(result, store.paths, inputs.labels, names, show))
+    click.echo(f"suspects page: {page.html}" + (f" ({page.note})" if page.note else ""))

@@ -92,5 +92,8 @@ def command(ctx: click.Context, **options) -> None:
 
     cfg = run_config_from(merge_settings(ctx, options))
     run = run_training(cfg, out=options["out"])
+    page = run / "rounds" / "suspects.html"
+    if page.is_file():
+        click.echo(f"suspects page: {page}")
     click.echo(f"report: {run / 'report.png'}")
     click.echo(f"model: {run / 'model.pt'}")

@@ -1,4 +1,11 @@
-"""`ScreenConfig`: every screening knob, each default with the reason it holds.
+"""`ScreenConfig`: the core screening knobs, each default with the reason it holds.
+
+The seed papers' methods measured neutral or harmful on the bench are not knobs here but
+extras (`heads.screen.extras`), switched on by name: `ScreenConfig(extras=("dfr",))`.
+Options measured useless that were no seed method are gone (`override_margin` /
+`margin_scores`, `rank_within_class`, `clean_probe_relabel`; bench/NOISY.md keeps their
+measurements); `knn_temperature` and `relabel_agree` became constants of `signals` and
+`partition`, and the probe's device and seed follow this config's.
 
 No default depends on the true noise rate: the thresholds act on mixture posteriors and on
 agreement between independent signals, which adapt to the noise level of each class.
@@ -6,8 +13,10 @@ agreement between independent signals, which adapt to the noise level of each cl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 
+from engine.errors import UserError
+from heads.screen.extras import check_extras
 from heads.screen.probe import ProbeConfig
 
 
@@ -21,8 +30,6 @@ class ScreenConfig:
     # kNN: measured on the bench (200 classes, imbalance 20, 30% noise): k = 5/10/20/40 give
     # top-1 64.9/65.1/65.2/64.9, flat; 10 is as good as 20 at half the search cost.
     knn_k: int = 10
-    # Softmax temperature of neighbour weights (cosines of CLIP neighbours differ by ~0.05).
-    knn_temperature: float = 0.05
     # Out-of-fold probe in round 0: 5 folds leave 80% of each class for training.
     folds: int = 5
     # Trimmed-mean prototypes drop this share of each class farthest from its mean.
@@ -37,13 +44,6 @@ class ScreenConfig:
     # need more, since wrong moves into large classes are what erase the tail.
     relabel_bar_tail: float = 0.5
     relabel_bar_head: float = 0.7
-    # Share of the independent voters (model, kNN, prototypes) that must name the new class.
-    relabel_agree: float = 1.0
-    # A sample every voter assigns to one other class, whose consensus beats the given
-    # label's by this much, is noisy whatever its mixture posterior (similar-class flips).
-    # None = off. 0.1 (with margin_scores) lifts recall 9-13 points but costs 2-11 points of
-    # precision and 0.4-0.7 top-1 at 10-30% noise (+0.2 at 60%): off by default.
-    override_margin: float | None = None
     # A noisy sample whose best class has consensus below this is out-of-set.
     out_of_set_bar: float = 0.25
     # Tail protection: at most this share of a class is marked noisy, and its `min_keep`
@@ -62,58 +62,28 @@ class ScreenConfig:
     # given labels by NLL (calibrated, catches 8x more out-of-set samples) but the flatter
     # consensus then clears the relabel bars far less often: 64.8 vs 65.1 top-1 on the bench.
     zero_shot_temperature: float | None = 0.01
-    # Rank each signal within its class (per-class ranks) before averaging. Measured top-1
-    # on/off: 84.7/84.8 (10% noise), 64.5/65.5 (30%), 39.5/39.9 (60%): off by default.
-    rank_within_class: bool = False
-    # Score model and kNN by the margin of the given label over the best other class
-    # (measured together with override_margin, same verdict).
-    margin_scores: bool = False
     # Dropped samples learn the consensus of the other classes (weight = its peak) instead
     # (NeaR-style). Measured top-1 on/off: 84.8/85.0 (10% noise), 65.5/64.4 (30%),
     # 39.9/36.6 (60%): on.
     soft_relabel: bool = True
-    # SRRS re-screening: a probe trained on the clean samples only must confirm every relabel.
-    # Relabel accuracy rises (0.77->0.82 at 10% noise) but top-1 does not move (84.8/84.8,
-    # 65.0/65.1, 39.8/39.9): off, it costs two probe fits per round.
-    verify_relabels: bool = False
-    # Clean-probe relabeling: flagged (ambiguous / relabeled / dropped) samples move to the
-    # top class of a probe trained on the clean samples only when it has probability >=
-    # clean_probe_bar and kNN names it too. Full grid on/off: 85.4/85.5, 65.5/65.5,
-    # 39.8/39.7, 44.4/44.4, 43.6/43.6, 31.6/31.6 (bench/NOISY.md): neutral, off.
-    clean_probe_relabel: bool = False
-    clean_probe_bar: float = 0.5
-    # DFR-like calibration (bench option): train the final head only on the class-balanced,
-    # most trusted clean subset (`heads.screen.calibrate`). Off: it cost 2.5 points on the bench.
-    dfr_calibration: bool = False
-    # SRRS mixup: the probe (train_fn and the bench's final probe) mixes every low-confidence
-    # sample (ambiguous, soft-relabeled) with a high-confidence one of its target class,
-    # lam ~ Beta(mixup_alpha, mixup_alpha). Sets probe.mixup_alpha. Bench on/off: 85.3/85.5,
-    # 65.4/65.5, 39.1/39.7 (alpha 0.2 and 1.0 no better on --quick): off.
-    mixup_low_confidence: bool = False
-    mixup_alpha: float = 0.4
-    # Candidate labels: ambiguous samples' targets become uniform over {given, kNN top,
-    # model top} and the probe learns them with the partial-label loss -log sum_S p
-    # (sets probe.partial_label). Full grid on/off within +-0.1 everywhere (85.4/85.5,
-    # 65.6/65.5, 39.6/39.7, 44.4/44.4, 43.5/43.6, 31.6/31.6): neutral, off, since it also
-    # changes the targets an external train_fn gets (ambiguous rows uniform over candidates).
-    candidate_labels: bool = False
+    # Seeds the folds, the halves of every round and the probe: one seed, one result.
     seed: int = 0
     # Where the kNN search, the frozen signals and the round-0 probe run: "auto" (CUDA when
-    # present), "cpu" or "cuda[:i]". Sets probe.device. Rounds >= 1 train the student on its
-    # own device; the partition runs on the CPU.
+    # present), "cpu" or "cuda[:i]". Rounds >= 1 train the student on its own device; the
+    # partition runs on the CPU.
     device: str = "auto"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # Seed papers' methods that are off by default, by name (`heads.screen.extras.available()`):
+    # each was measured neutral or harmful on the bench (bench/NOISY.md) but stays usable.
+    extras: tuple[str, ...] = ()
 
     def __post_init__(self):
         if isinstance(self.probe, dict):
-            self.probe = ProbeConfig(**self.probe)
+            self.probe = ProbeConfig(**_known_keys(ProbeConfig, self.probe, "screen probe"))
+        self.extras = tuple(self.extras)
+        check_extras(self.extras)
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:i], got {self.device!r}")
-        self.probe = replace(self.probe, device=self.device)
-        if self.mixup_low_confidence:
-            self.probe = replace(self.probe, mixup_alpha=self.mixup_alpha)
-        if self.candidate_labels:
-            self.probe = replace(self.probe, partial_label=True)
         if self.rounds < 0 or self.knn_k < 1 or self.folds < 2 or self.min_keep < 1:
             raise ValueError(
                 f"need rounds >= 0, knn_k >= 1, folds >= 2, min_keep >= 1; got {self.rounds}, "
@@ -128,4 +98,19 @@ class ScreenConfig:
             raise ValueError(f"max_noisy_share must be in (0, 1], got {self.max_noisy_share}")
 
     def to_dict(self) -> dict:
+        """Plain JSON-able values (the probe as a dict, extras as a list once in JSON)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScreenConfig:
+        """Build from a dict such as `to_dict()`'s; unknown keys fail with the valid ones."""
+        return cls(**_known_keys(cls, d, "screen"))
+
+
+def _known_keys(cls, d: dict, what: str) -> dict:
+    """`d` itself when every key names a field of `cls`; else one line naming the valid keys."""
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise UserError(f"unknown {what} config keys {unknown}; valid: {valid}")
+    return d

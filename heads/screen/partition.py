@@ -8,19 +8,21 @@ scores of all signals; `p_clean` (N,) mixture posterior of the clean component; 
 preferred class. A noisy sample is relabeled only when every voter names the same new class
 and the consensus for it clears a bar that is stricter for head classes; a noisy sample no
 class explains is out-of-set; the rest of the noisy ones are dropped (or, with
-`soft_relabel`, learn the consensus over the other classes at reduced weight). A sample all
-voters give to one other class by a clear consensus margin is noisy whatever its mixture
-posterior: flips to a similar class otherwise look clean to rank-based scores.
+`soft_relabel`, learn the consensus over the other classes at reduced weight).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from heads.screen.config import ScreenConfig
+from heads.classes import class_ranks
 from heads.screen.signals import best_other_class, for_row_blocks
+
+if TYPE_CHECKING:  # the config imports the extras, which import this module
+    from heads.screen.config import ScreenConfig
 
 STATES = ("clean", "ambiguous", "relabeled", "dropped", "out_of_set")
 CLEAN, AMBIGUOUS, RELABELED, DROPPED, OUT_OF_SET = range(len(STATES))
@@ -41,28 +43,11 @@ def percentile_ranks(score: np.ndarray) -> np.ndarray:
     return ranks / max(len(score) - 1, 1)
 
 
-def class_percentile_ranks(score: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) rank of each score among the samples of its own class, in [0, 1] (0.5 if alone)."""
-    order = np.lexsort((score, labels))  # by class, then score
-    counts = np.bincount(labels)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    ranks = np.empty(len(score), np.float32)
-    ranks[order] = np.arange(len(score)) - np.repeat(starts, counts)
-    size = counts[labels].astype(np.float32)
-    return np.where(size > 1, ranks / np.maximum(size - 1, 1), 0.5).astype(np.float32)
-
-
-def combine_scores(scores: dict[str, np.ndarray], labels: np.ndarray | None = None) -> np.ndarray:
-    """(N,) mean percentile rank over signals: puts losses, cosines and votes on one scale.
-
-    With `labels`, each signal is ranked within its class (the issue's per-class ranks): a
-    tail class's samples are then not all "suspicious" just because kNN finds few of their
-    own class around them.
-    """
+def combine_scores(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) mean percentile rank over signals: puts losses, cosines and votes on one scale."""
     if not scores:
         raise ValueError("need at least one signal")
-    rank = percentile_ranks if labels is None else lambda s: class_percentile_ranks(s, labels)
-    return np.mean([rank(s) for s in scores.values()], axis=0).astype(np.float32)
+    return np.mean([percentile_ranks(s) for s in scores.values()], axis=0).astype(np.float32)
 
 
 def relabel_bars(counts: np.ndarray, cfg: ScreenConfig) -> np.ndarray:
@@ -93,13 +78,8 @@ def partition(
     noisy = p_clean < cfg.noisy_posterior
 
     best, best_p, top_p = best_other_class(consensus, labels)
-    agree = (voters == best[None, :]).mean(0) >= cfg.relabel_agree - 1e-6
-    # Flips to a similar class look clean to rank-based scores (their given class is the
-    # runner-up): catch them when every voter names one other class by a clear margin.
-    given_p = consensus[np.arange(n), labels]
-    unanimous = (voters == best[None, :]).all(0)
-    if cfg.override_margin is not None:
-        noisy |= unanimous & (best_p - given_p >= cfg.override_margin)
+    # Every independent voter must name the new class: a relabel is the costliest mistake.
+    agree = (voters == best[None, :]).all(0)
     relabel = noisy & agree & (best_p >= relabel_bars(counts, cfg)[best])
     out_of_set = noisy & ~relabel & (top_p < cfg.out_of_set_bar)
     state[noisy] = DROPPED
@@ -115,11 +95,8 @@ def partition(
 def protect_tail(state, labels, combined, num_classes: int, cfg: ScreenConfig) -> np.ndarray:
     """Cap the noisy share of every class and keep its `min_keep` most trusted samples clean."""
     state = state.copy()
-    order = np.lexsort((-combined, labels))  # by class, most trusted first
+    order, rank = class_ranks(-combined, labels, num_classes)  # by class, most trusted first
     counts = np.bincount(labels, minlength=num_classes)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(labels), np.int64)
-    rank[order] = np.arange(len(labels)) - np.repeat(starts, counts)
     state[rank < np.minimum(cfg.min_keep, counts)[labels]] = CLEAN
 
     # Noisy beyond the cap: the most trusted of them go back to ambiguous.

@@ -3,7 +3,9 @@
 Files in `out_dir/round_<r>/`: `state.npy` (N,) int8 index into STATES, `weight.npy` (N,)
 float32, `proposed.npy` (N,) int64 (-1 = dropped), `target.npz` (sparse soft targets: `rows`,
 `cols`, `vals` of the non-zero entries, shape (N, K)), `class_counts.json`; and
-`out_dir/summary.json` with one entry per round.
+`out_dir/summary.json` with one entry per round: the samples per state (`COUNT_NAMES`: kept,
+down_weighted, relabeled, dropped, out_of_set, which add up to `samples`), overall and per
+class group.
 """
 
 from __future__ import annotations
@@ -13,32 +15,26 @@ from pathlib import Path
 import numpy as np
 
 from engine.jsonfile import write_json
+from heads.classes import class_members
 from heads.screen.partition import STATES
 
-
-def class_groups(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Head / medium / tail: thirds of the classes ranked by given-label count."""
-    order = np.argsort(-counts, kind="stable")
-    thirds = np.array_split(order, 3)
-    return {"head": thirds[0], "medium": thirds[1], "tail": thirds[2]}
+# The name callers of this module (the suspects page) import; one implementation.
+class_groups = class_members
+# summary.json's name for each state, in STATES order; the five parts add up to "samples".
+COUNT_NAMES = ("kept", "down_weighted", "relabeled", "dropped", "out_of_set")
 
 
 def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """Counts of kept, relabeled, down-weighted and dropped, overall and per class group."""
+    """Samples per state (a partition of the samples), overall and per class group (head /
+    medium / tail: thirds of the classes by given-label count, `heads.classes.class_members`)."""
     counts = np.bincount(labels, minlength=num_classes)
-    groups = {"all": np.arange(num_classes), **class_groups(counts)}
+    groups = {"all": np.arange(num_classes), **class_members(counts)}
     out = {}
     for name, classes in groups.items():
         member = np.isin(labels, classes)
         per_state = np.bincount(state[member], minlength=len(STATES))
-        out[name] = {
-            "samples": int(member.sum()),
-            "kept": int(per_state[0]),
-            "down_weighted": int(per_state[1]),
-            "relabeled": int(per_state[2]),
-            "dropped": int(per_state[3] + per_state[4]),
-            "out_of_set": int(per_state[4]),
-        }
+        out[name] = {"samples": int(member.sum()),
+                     **{key: int(n) for key, n in zip(COUNT_NAMES, per_state, strict=True)}}  # fmt: skip
     return out
 
 

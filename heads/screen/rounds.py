@@ -6,7 +6,8 @@ Round 0 uses only the frozen embeddings (kNN votes, an out-of-fold probe, trimme
 prototypes, zero-shot text when given). Round r >= 1 trains `train_fn` on each half of the
 data with the current targets and weights and scores the other half (so no sample is judged
 by a model that saw its label), then re-partitions. Rounds stop after `cfg.rounds` or when
-fewer than `cfg.stop_change` of the samples change state.
+fewer than `cfg.stop_change` of the samples change state. The signals are the registered
+ones of `evidence.py`; the extras named in `cfg.extras` hook into each round and the result.
 
 `train_fn(train_idx (n,), targets (N, K) float32, weights (N,) float32) -> predict_fn`, with
 `predict_fn(idx (m,)) -> (m, K)` balanced logits. Without one, the probe of `probe.py` is used.
@@ -22,14 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
+from heads.screen import extras as extras_lib
 from heads.screen import signals
 from heads.screen.config import ScreenConfig
-from heads.screen.lowconf import candidate_targets
+from heads.screen.evidence import Evidence, frozen_evidence, student_evidence
+from heads.screen.extras import Extra, RoundView
 from heads.screen.mixture import clean_posterior
-from heads.screen.partition import AMBIGUOUS, Partition, build_targets, combine_scores, partition
+from heads.screen.partition import build_targets, combine_scores, partition
 from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
 from heads.screen.report import save_round, summarise, write_summary
-from heads.screen.verify import relabel_by_clean_probe, verify_relabels
 
 log = logging.getLogger(__name__)
 
@@ -69,67 +71,31 @@ class ScreenResult:
     rounds: list[dict] = field(default_factory=list)
 
 
-@dataclass
-class _Fixed:
-    """Round-0 signals that do not change between rounds (independent of the student)."""
-
-    scores: dict[str, np.ndarray]
-    probs: list[np.ndarray]  # (N, K) each: neighbour votes, zero-shot
-    voters: list[np.ndarray]  # (N,) each: preferred class of kNN and prototypes
-
-
-def frozen_signals(inputs: ScreenInputs, cfg: ScreenConfig) -> _Fixed:
-    """kNN agreement, prototype margin and zero-shot agreement from the frozen embeddings."""
-    x, y, k = inputs.embed, inputs.labels, inputs.num_classes
-    nbr_idx, nbr_sim = signals.nearest_neighbours(
-        x, k=min(cfg.knn_k, len(y) - 1), device=cfg.device
-    )
-    votes = signals.knn_label_votes(
-        nbr_idx, nbr_sim, y, num_classes=k, temperature=cfg.knn_temperature, device=cfg.device
-    )
-    protos = signals.robust_prototypes(x, y, num_classes=k, trim=cfg.trim, device=cfg.device)
-    proto_margin, proto_choice = signals.prototype_scores(x, y, protos, device=cfg.device)
-    scores = {"knn": signals.given_label_score(votes, y), "prototype": proto_margin}
-    probs = [votes]
-    if inputs.text_embed is not None:
-        temperature = cfg.zero_shot_temperature
-        if temperature is None:  # calibrate on the given labels (see fit_temperature)
-            temperature = signals.fit_temperature(x @ inputs.text_embed.T, y)
-        zero_shot = signals.zero_shot_probs(
-            x, inputs.text_embed, temperature=temperature, device=cfg.device
-        )
-        scores["zero_shot"] = signals.given_label_score(zero_shot, y)
-        probs.append(zero_shot)
-    return _Fixed(scores, probs, [votes.argmax(1), proto_choice])
-
-
-def _screen(inputs, cfg, fixed: _Fixed, model_logits: np.ndarray):
-    """One partition from the fixed signals and the cross-fitted model's (N, K) logits."""
+def screen_round(inputs: ScreenInputs, cfg: ScreenConfig, fixed: dict[str, Evidence],
+                 model_logits: np.ndarray, extras: list[Extra] = ()) -> ScreenResult:  # fmt: skip
+    """One partition from the frozen evidence and the cross-fitted model's (N, K) logits."""
     y = inputs.labels
-    probs = signals.model_probs(model_logits)
-    scores = {**fixed.scores, "model": signals.given_label_score(probs, y)}
-    if cfg.margin_scores:
-        scores["model"] = signals.label_margin(probs, y)
-        scores["knn"] = signals.label_margin(fixed.probs[0], y)
-    combined = combine_scores(scores, y if cfg.rank_within_class else None)
+    student = student_evidence(inputs, cfg, model_logits)
+    evidence = {**fixed, **student}  # registration order: the order scores are combined in
+    view = RoundView(inputs, cfg, evidence)
+    scores = {name: e.score for name, e in evidence.items()}
+    combined = combine_scores(scores)
     p_clean = clean_posterior(
         combined, y, num_classes=inputs.num_classes, strength=cfg.pool_strength
     )
-    consensus = _mean_of(probs, *fixed.probs)  # (N, K)
-    voters = np.stack([signals.row_argmax(probs), *fixed.voters])  # (S, N)
+    # The student's distribution and vote first: a fixed sum order keeps results reproducible.
+    ordered = [*student.values(), *fixed.values()]
+    consensus = _mean_of(*[e.probs for e in ordered if e.probs is not None])  # (N, K)
+    voters = np.stack([e.voter for e in ordered if e.voter is not None])  # (S, N)
     part = partition(y, combined, p_clean, consensus, voters, cfg=cfg)
-    if cfg.verify_relabels:
-        part = verify_relabels(part, inputs.embed, y, num_classes=inputs.num_classes, cfg=cfg)
-    if cfg.clean_probe_relabel:
-        part = relabel_by_clean_probe(part, inputs.embed, y, fixed.voters[0],
-                                      num_classes=inputs.num_classes, cfg=cfg)  # fmt: skip
+    for extra in extras:
+        part = extra.on_partition(part, view)
     targets, weights = build_targets(y, part, p_clean, consensus, cfg=cfg)
-    if cfg.candidate_labels:  # ambiguous samples learn a candidate set (partial-label loss)
-        amb = np.flatnonzero(part.state == AMBIGUOUS)
-        targets[amb] = candidate_targets(
-            y[amb], fixed.voters[0][amb], probs[amb].argmax(1), inputs.num_classes
-        )
-    return part, targets, weights, p_clean, combined, scores, consensus
+    for extra in extras:
+        targets, weights = extra.on_targets(targets, weights, part, view)
+    return ScreenResult(
+        part.state, targets, weights, part.proposed, p_clean, combined, scores, consensus
+    )
 
 
 def _mean_of(first: np.ndarray, *rest: np.ndarray) -> np.ndarray:
@@ -154,48 +120,50 @@ def run_screening(
     train_fn: Callable | None = None,
     out_dir: str | Path | None = None,
 ) -> ScreenResult:
-    """Rounds 0..cfg.rounds (see module docstring); every round saved under `out_dir`."""
+    """Rounds 0..cfg.rounds (see module docstring); every round saved under `out_dir`.
+
+    The extras named in `cfg.extras` act inside every round and, once, on the final result."""
     cfg = cfg or ScreenConfig()
-    train_fn = train_fn or probe_train_fn(inputs.embed, cfg.probe)
+    extras = extras_lib.build(cfg.extras)
+    probe_fn = probe_train_fn(inputs.embed, cfg.probe, device=cfg.device, seed=cfg.seed,
+                              hooks=extras_lib.probe_hooks(extras))  # fmt: skip
+    train_fn = train_fn or probe_fn
     y, k = inputs.labels, inputs.num_classes
     start = time.perf_counter()
-    fixed = frozen_signals(inputs, cfg)
-    probe_fn = probe_train_fn(inputs.embed, cfg.probe)
-    hard = one_hot(y, k)
+    fixed = frozen_evidence(inputs, cfg)
     logits = cross_fit_logits(
-        probe_fn, y, hard, np.ones(len(y), np.float32), folds=cfg.folds, seed=cfg.seed
+        probe_fn, y, one_hot(y, k), np.ones(len(y), np.float32), folds=cfg.folds, seed=cfg.seed
     )
     history: list[dict] = []
-    prev: Partition | None = None
     result = None
     for r in range(cfg.rounds + 1):
         if r > 0:
             logits = cross_fit_logits(
                 train_fn, y, result.targets, result.weights, folds=2, seed=cfg.seed + r
             )
-        part, targets, weights, p_clean, combined, scores, consensus = _screen(
-            inputs, cfg, fixed, logits
-        )
-        changed = 1.0 if prev is None else float((part.state != prev.state).mean())
-        result = ScreenResult(
-            part.state, targets, weights, part.proposed, p_clean, combined, scores, consensus
-        )
-        entry = {
-            "round": r,
-            "changed": changed,
-            "seconds": round(time.perf_counter() - start, 3),
-            **summarise(part.state, y, k),
-        }
-        history.append(entry)
-        log.info("screening round %d: %s (changed %.2f%%)", r, entry["all"], 100 * changed)
+        prev, result = result, screen_round(inputs, cfg, fixed, logits, extras)
+        changed = 1.0 if prev is None else float((result.state != prev.state).mean())
+        history.append(_record(r, result, inputs, changed, time.perf_counter() - start, out_dir))
         if out_dir is not None:
-            save_round(
-                Path(out_dir), r, state=part.state, weights=weights, targets=targets,
-                proposed=part.proposed, labels=y,
-            )  # fmt: skip
             write_summary(Path(out_dir), history)
-        prev = part
         if r > 0 and changed < cfg.stop_change:
             break
+    for extra in extras:
+        result = extra.on_result(result, inputs)
     result.rounds = history
     return result
+
+
+def _record(r: int, result: ScreenResult, inputs: ScreenInputs, changed: float,
+            seconds: float, out_dir: str | Path | None) -> dict:  # fmt: skip
+    """Round `r`'s summary entry (logged), and its arrays saved under `out_dir`."""
+    y, k = inputs.labels, inputs.num_classes
+    entry = {"round": r, "changed": changed, "seconds": round(seconds, 3),
+             **summarise(result.state, y, k)}  # fmt: skip
+    log.info("screening round %d: %s (changed %.2f%%)", r, entry["all"], 100 * changed)
+    if out_dir is not None:
+        save_round(
+            Path(out_dir), r, state=result.state, weights=result.weights,
+            targets=result.targets, proposed=result.proposed, labels=y,
+        )  # fmt: skip
+    return entry

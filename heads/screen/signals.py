@@ -20,12 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from heads.classes import class_prototypes, class_ranks
 from heads.tensors import float32_on, resolve_device
 
 log = logging.getLogger(__name__)
 
 # Rows per block of an (N, K) pass: 4096 x 1500 float32 is 24 MB, so each pass stays in cache.
 _BLOCK_ROWS = 4096
+# Softmax temperature of neighbour weights: cosines of CLIP neighbours differ by ~0.05.
+KNN_TEMPERATURE = 0.05
 
 
 def _check(embed: np.ndarray | None, labels: np.ndarray, num_classes: int | None = None) -> None:
@@ -158,7 +161,7 @@ def knn_label_votes(
     labels: np.ndarray,
     *,
     num_classes: int,
-    temperature: float = 0.05,
+    temperature: float = KNN_TEMPERATURE,
     device: str = "auto",
 ) -> np.ndarray:
     """(N, K) similarity-weighted label distribution of each sample's neighbours.
@@ -179,15 +182,6 @@ def knn_label_votes(
     for j in range(nbr_labels.shape[1]):
         votes[rows, nbr_labels[:, j]] += w[:, j]
     return (votes / votes.sum(1, keepdim=True)).cpu().numpy()
-
-
-def label_margin(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) p(given label) minus the best other class's p: negative when another class wins,
-    which separates flips to a similar class better than p(given) alone."""
-    own = given_label_score(probs, labels)
-    others = np.array(probs, np.float32, copy=True)
-    others[np.arange(len(labels)), labels] = -np.inf
-    return (own - others.max(1)).astype(np.float32)
 
 
 def given_label_score(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -214,29 +208,13 @@ def robust_prototypes(
         raise ValueError(f"trim must be in [0, 1), got {trim}")
     where = resolve_device(device)
     x, y = float32_on(embed, where), torch.from_numpy(np.asarray(labels, np.int64)).to(where)
-    first = _class_means(x, y, num_classes)
+    first = class_prototypes(x, y, num_classes=num_classes)  # (K, D)
     sim = (x * first[y]).sum(1).cpu().numpy()  # (N,)
-    order = np.lexsort((-sim, labels))  # by class, most central first
+    _, rank = class_ranks(-sim, labels, num_classes)  # 0 = most central of its class
     counts = np.bincount(labels, minlength=num_classes)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(labels)) - np.repeat(starts, counts)
-    keep = np.ones(len(labels), bool)
-    keep[order] = rank < np.maximum(1, np.ceil(counts * (1 - trim)))[labels[order]]
+    keep = rank < np.maximum(1, np.ceil(counts * (1 - trim)))[labels]
     kept = torch.from_numpy(np.flatnonzero(keep)).to(where)
-    return _class_means(x[kept], y[kept], num_classes).cpu().numpy()
-
-
-def _class_means(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, D) unit means of the rows of each class (zero rows for empty classes)."""
-    sums = torch.zeros((num_classes, x.shape[1]), dtype=torch.float32, device=x.device)
-    if x.device.type == "cpu":
-        sums.index_add_(0, y, x)
-    else:  # CUDA index_add_ sums with atomics (run-to-run noise); a one-hot product does not
-        step = _BLOCK_ROWS * 16  # a (step, K) one-hot of 0.4 GB at K = 1500
-        for lo in range(0, len(x), step):
-            hot = torch.nn.functional.one_hot(y[lo : lo + step], num_classes)
-            sums += hot.to(x.dtype).T @ x[lo : lo + step]
-    return torch.nn.functional.normalize(sums, dim=1, eps=1e-12)
+    return class_prototypes(x[kept], y[kept], num_classes=num_classes).cpu().numpy()
 
 
 def prototype_scores(
