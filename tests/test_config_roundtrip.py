@@ -69,7 +69,9 @@ def test_unknown_nested_key_names_the_section_and_the_valid_keys():
 def test_unknown_top_level_and_probe_keys_are_refused():
     with pytest.raises(UserError, match=r"'config'; valid: class_names, features, rounds"):
         run_config_from({"round": 2})
-    with pytest.raises(UserError, match=r"'config.screen.probe'; valid: logit_adjust, loss, lr, steps"):
+    with pytest.raises(
+        UserError, match=r"'config.screen.probe'; valid: logit_adjust, loss, lr, steps"
+    ):
         run_config_from({"screen": {"probe": {"stepz": 1}}})
 
 

@@ -247,6 +247,10 @@ def test_config_json_with_screening_remakes_the_run(tmp_path, monkeypatch):
         return SimpleNamespace(targets=None, weights=None)
 
     monkeypatch.setattr(heads.screen, "run_screening", fake_screening)
+    import heads.screen.page  # the page of a real screening result (its own tests cover it)
+
+    monkeypatch.setattr(heads.screen.page, "write_screening_page",
+                        lambda *a, **k: SimpleNamespace(html="page.html", note=None))  # fmt: skip
     store = make_store(tmp_path / "f.zarr")
     first, again = tmp_path / "runs" / "first", tmp_path / "runs" / "again"
     assert train(tmp_path, "--features", store, "--rounds", 1, "--out", first).exit_code == 0
