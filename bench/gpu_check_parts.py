@@ -184,9 +184,10 @@ def part_train(sizes: CheckSizes) -> list[dict]:
     head_data = synthetic_features(sizes.head_n, sizes.classes, 0, visual, sizes.device)
     from heads.config import TrainConfig
 
-    for batch in dict.fromkeys((TrainConfig().batch_size, sizes.head_batch)):
+    # 512: the old CLI batch; None: the CLI's default now, picked by heads.head_batch's probe
+    for batch in dict.fromkeys((512, sizes.head_batch, TrainConfig().batch_size)):
         rate = _fit_rate(head_data, sizes, epochs_lp=sizes.repeats + 1, batch_size=batch)
-        lines.append(check_line("train", f"head-only, batch {batch}", rate, "samples/s",
+        lines.append(check_line("train", f"head-only, batch {batch or 'auto'}", rate, "samples/s",
                                 2_000_000, note=f"{sizes.head_n} samples"))  # fmt: skip
     return lines
 

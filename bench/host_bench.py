@@ -186,6 +186,8 @@ def run(shard_dir=None, *, views=(1, 2), repeats: int = 3, n_images: int = N_IMA
         return [time_feeders(Path(shard_dir), v, repeats) for v in views]
 
 
+# Rows per store-write run: four whole 1,024-row chunks.
+STORE_IMAGES = 4096
 OLD_FEEDER = "per-sample feeder (pread + header parse + Philox per view)"
 
 
@@ -193,6 +195,7 @@ def host_rows(ctx) -> list[dict]:
     """Rows of `engine bench --stages host`: `feed views=1`, `feed views=2` (images/s) next to
     the old per-sample feeder measured in the same run, each noting the features-pass
     ceiling the host side allows (the slowest host rate of that view count)."""
+    from bench.store_bench import store_write_rows
     from bench.suite import make_row
 
     s = ctx.settings
@@ -201,8 +204,14 @@ def host_rows(ctx) -> list[dict]:
         make_row("host", f"feed views={r['views']}", r["feed"], OLD_FEEDER, r["old"])
         for r in results
     ]
-    # ---- `store write views=1` row: appended here from bench.store_bench.store_write_rows(...)
-    # ---- (the store benchmark lives there; it is not measured in this module).
+    with tempfile.TemporaryDirectory(prefix="engine-store-bench-") as tmp:
+        # the extractor's own writer vs the old single-thread zarr path (bench.store_bench)
+        store = store_write_rows(images=STORE_IMAGES // (2 if s.quick else 1), out_dir=Path(tmp))
+    rows += [
+        make_row("host", r["backend"], r["images_per_s"], r["baseline"],
+                 r["baseline_images_per_s"], note=f"{r['gb_per_s']:.2f} GB/s of tokens")
+        for r in store
+    ]  # fmt: skip
     _note_ceilings(rows)
     return rows
 

@@ -39,7 +39,7 @@ def make_model(clip, num_classes: int, device: str):
     head = make_head("cosine", num_classes)
     torch.nn.init.normal_(head.weight)
     return LoadedModel(
-        clip=model.eval(),
+        visual=model.visual.eval(),
         head=head.eval(),
         classes=[f"{k:04d}" for k in range(num_classes)],
         class_counts=[1.0] * num_classes,

@@ -17,8 +17,13 @@ random-weight ViT-B/32 tokens, 2-core CPU, local disk): zstd-1 shrinks fp16 acti
 256-row chunks (19.7 MB per view) wrote at 309 MB/s against 139-152 MB/s for 64-128 rows;
 512 rows wrote no faster and read slower.
 
+Writes: uncompressed `tokens` and `embed` skip zarr's write machinery and go straight to their
+chunk files (`features.chunkio`: the same bytes, temp file + rename, direct I/O from the
+extractor's page-aligned buffers); `python -m bench.store_bench` times it against the old
+all-zarr path (`write_chunk_zarr`).
+
 Depth: a store of depth k holds the tokens entering block 12 - k. It serves any k' <= k:
-`features.split.advance_tokens(visual, tokens, k, k')` runs the k - k' frozen blocks between
+`features.split.Advance(visual, k, k')` runs the k - k' frozen blocks between
 (the trainer does so once when it loads the store); `check_depth(k')` refuses k' > k.
 
 Resuming: chunks finished by `write_chunk` are recorded as marker files in `<store>.progress/`
@@ -37,6 +42,7 @@ import numpy as np
 import zarr
 
 from engine.errors import UserError
+from features.chunkio import RawChunks
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +108,8 @@ class FeatureStore:
         self.path = Path(path)
         self.group = group
         self.attrs = dict(group.attrs)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._raw_chunks: dict[str, RawChunks | None] = {}
 
     # ------------------------------------------------------------------ creation / writing
     @classmethod
@@ -157,8 +165,24 @@ class FeatureStore:
         start = chunk * self.chunk_n
         return slice(start, min(start + self.chunk_n, self.n))
 
+    def _array(self, name: str) -> zarr.Array:
+        """The named array, opened once (a group lookup re-reads its metadata from disk)."""
+        array = self._arrays.get(name)
+        if array is None:
+            array = self._arrays[name] = self.group[name]
+        return array
+
+    def _raw(self, name: str) -> RawChunks | None:
+        if name not in self._raw_chunks:
+            self._raw_chunks[name] = RawChunks.of(self._array(name))
+        return self._raw_chunks[name]
+
     def write_chunk(self, chunk: int, *, keys, paths, labels, embed, tokens=None) -> None:
         """Write every array's rows of one chunk, then mark the chunk done.
+
+        Thread-safe for distinct chunks (each chunk is its own files). Uncompressed `tokens`
+        and `embed` go straight from the caller's arrays to their chunk files (no copy when
+        they are C-contiguous float16 per view); compressed ones through zarr.
 
         Args:
             chunk: chunk number along N.
@@ -167,18 +191,47 @@ class FeatureStore:
             embed: (n, 512) float, L2-normalised.
             tokens: (V, n, 50, 768) float when the store has depth >= 1.
         """
+        rows = self._check_chunk(chunk, keys, paths, labels, embed, tokens)
+        raw_tokens = self._raw("tokens") if tokens is not None else None
+        raw_embed = self._raw("embed")
+        if tokens is not None and raw_tokens is not None:
+            for v in range(len(tokens)):
+                raw_tokens.write((v, chunk), tokens[v])  # (n, 50, 768), one file per view
+        elif tokens is not None:
+            self._array("tokens")[:, rows] = np.asarray(tokens, dtype=np.float16)
+        if raw_embed is not None:
+            raw_embed.write((chunk,), embed)
+        else:
+            self._array("embed")[rows] = np.asarray(embed, dtype=np.float16)
+        self._write_small(rows, keys, paths, labels)
+        self._mark_done(chunk)
+
+    def write_chunk_zarr(self, chunk: int, *, keys, paths, labels, embed, tokens=None) -> None:
+        """`write_chunk` through zarr for every array (the reference the raw path must match)."""
+        rows = self._check_chunk(chunk, keys, paths, labels, embed, tokens)
+        if tokens is not None:
+            self.group["tokens"][:, rows] = np.asarray(tokens, dtype=np.float16)
+        self.group["embed"][rows] = np.asarray(embed, dtype=np.float16)
+        self._write_small(rows, keys, paths, labels)
+        self._mark_done(chunk)
+
+    def _check_chunk(self, chunk, keys, paths, labels, embed, tokens) -> slice:
         rows = self.chunk_rows(chunk)
         n = rows.stop - rows.start
         if not len(keys) == len(paths) == len(labels) == len(embed) == n:
             raise ValueError(f"chunk {chunk} needs {n} rows")
         if ("tokens" in self.group) != (tokens is not None):
             raise ValueError("tokens must be given exactly when the store has depth >= 1")
-        if tokens is not None:
-            self.group["tokens"][:, rows] = np.asarray(tokens, dtype=np.float16)
-        self.group["embed"][rows] = np.asarray(embed, dtype=np.float16)
-        self.group["labels"][rows] = np.asarray(labels, dtype=np.int32)
-        self.group["keys"][rows] = np.asarray(keys, dtype=object)
-        self.group["paths"][rows] = np.asarray(paths, dtype=object)
+        if tokens is not None and len(tokens[0]) != n:
+            raise ValueError(f"chunk {chunk} needs {n} token rows per view, got {len(tokens[0])}")
+        return rows
+
+    def _write_small(self, rows: slice, keys, paths, labels) -> None:
+        self._array("labels")[rows] = np.asarray(labels, dtype=np.int32)
+        self._array("keys")[rows] = np.asarray(keys, dtype=object)
+        self._array("paths")[rows] = np.asarray(paths, dtype=object)
+
+    def _mark_done(self, chunk: int) -> None:
         (progress_dir(self.path) / f"chunk-{chunk:06d}.done").touch()  # last: only whole chunks
 
     def done_chunks(self) -> set[int]:

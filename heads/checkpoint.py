@@ -7,6 +7,9 @@
 
 Exactness: batch order and views depend only on (seed, epoch) and the learning rate only on
 the step, so restoring head, tail and optimizer state reproduces the uninterrupted run.
+`save_model` discards the checkpoint once `model.pt` is written. Checkpoints and models hold
+only tensors and plain data and are read with `load_plain` (`torch.load(weights_only=True)`):
+a file someone sent you cannot run code when it is resumed or predicted with.
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
+
+from engine.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +40,35 @@ class Checkpointer:
         self.folder = Path(folder) if folder is not None else None
         self.cfg = cfg.to_dict()
         self.inputs = inputs
-        self.state: dict | None = None
+        self.state: dict | None = None  # {} once found stale or missing
+        self.batch_size: int | None = None  # the batch the run uses (a probe may pick it)
 
     @property
     def path(self) -> Path | None:
         return None if self.folder is None else self.folder / CHECKPOINT
 
+    def saved(self) -> dict | None:
+        """The checkpoint's state when it was made with this config and these inputs, else None."""
+        if self.state is None and self.path is not None and self.path.exists():
+            state = load_plain(
+                self.path, "a training checkpoint", f"delete {self.path} to train from the start"
+            )
+            if state.get("config") == self.cfg and state.get("inputs", "") == self.inputs:
+                self.state = state
+            else:
+                log.warning(
+                    "checkpoint %s was made with another config or other targets/weights; "
+                    "starting over",
+                    self.path,
+                )
+                self.state = {}
+        return self.state or None
+
     def resume(self, head, tail) -> tuple[list[dict], int]:
         """Load head/tail from the checkpoint; return (history so far, first epoch to run)."""
-        if self.path is None or not self.path.exists():
+        state = self.saved()
+        if state is None:
             return [], 0
-        state = torch.load(self.path, map_location="cpu", weights_only=False)
-        if state["config"] != self.cfg or state.get("inputs", "") != self.inputs:
-            log.warning(
-                "checkpoint %s was made with another config or other targets/weights; "
-                "starting over",
-                self.path,
-            )
-            return [], 0
-        self.state = state
         head.load_state_dict(state["head"])
         if tail is not None and state["tail"] is not None:
             with torch.no_grad():
@@ -60,7 +78,7 @@ class Checkpointer:
 
     def load_optimizer(self, optimizer, phase: str) -> None:
         """Restore the optimizer of `phase` if the checkpoint was written in that phase."""
-        if self.state is not None and self.state["phase"] == phase:
+        if self.state and self.state["phase"] == phase:
             optimizer.load_state_dict(self.state["optimizer"])
 
     def save(self, epoch: int, head, tail, optimizer, phase: str, history: list[dict]) -> None:
@@ -76,10 +94,54 @@ class Checkpointer:
             "tail": None if tail is None else tail.state_dict(),
             "optimizer": optimizer.state_dict(),
             "history": history,
+            "batch_size": self.batch_size,
         }
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.path)  # atomic: a crash mid-write leaves the previous epoch intact
+
+    def discard(self) -> None:
+        """Remove the checkpoint (and its folder when that is left empty)."""
+        if self.path is None:
+            return
+        self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".tmp").unlink(missing_ok=True)
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def load_plain(path: Path, what: str, remedy: str) -> dict:
+    """A `torch.save`d dict of tensors and plain data, read with `weights_only=True`.
+
+    Args:
+        path: the file.
+        what: what it should be, for the message ("an engine model").
+        remedy: what to do when it cannot be read.
+
+    Raises:
+        UserError: one line, when the file is truncated or corrupt, is not a dict, or holds
+            any object other than tensors and plain data (refused, never constructed).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _unsupported_global(str(err))
+        raise UserError(
+            f"{path} is not {what}: it holds {refused}, which loading would construct (and "
+            f"could run code), so it is refused; {remedy}"
+        ) from err
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
+        raise UserError(f"{path} is not {what}: truncated or corrupt ({reason}); {remedy}") from err
+    if not isinstance(payload, dict):
+        raise UserError(f"{path} is not {what}: it holds a {type(payload).__name__}; {remedy}")
+    return payload
+
+
+def _unsupported_global(message: str) -> str:
+    """The object torch's weights-only unpickler refused, from its (many-line) message."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    return f"the object {found.group(1)}" if found else "objects other than tensors and plain data"
 
 
 def fingerprint(*arrays) -> str:

@@ -26,7 +26,8 @@ class TrainConfig:
         epochs_lp: linear-probe epochs (head only, tail frozen): LP-FT (Kumar et al. 2022)
             aligns the head before the tail moves, so random-head gradients never distort it.
         epochs_ft: epochs with the last k blocks unfrozen (ignored when k = 0).
-        batch_size: samples per step.
+        batch_size: samples per step; None = 512, except head-only (k = 0) on CUDA, where a
+            short timed probe picks it and scales lr_head with it (`heads.head_batch`).
         lr_head: AdamW learning rate of the head.
         lr_tail: AdamW learning rate of the unfrozen blocks (much smaller than the head's).
         weight_decay: AdamW weight decay of the head; the tail gets L2-SP instead.
@@ -52,8 +53,9 @@ class TrainConfig:
     epochs_lp: int = 10
     # A few passes: the tail starts from CLIP and L2-SP + WiSE keep it near; more overfits noise.
     epochs_ft: int = 5
-    # Large batches keep the GPU busy; 512 still gives ~200 steps/epoch at 100k samples.
-    batch_size: int = 512
+    # 512 keeps the GPU busy with a tail and still gives ~200 steps/epoch at 100k samples; a
+    # head-only step is launch-bound at 512, so there the batch is measured (heads.head_batch).
+    batch_size: int | None = None
     # AdamW on a prototype-initialised head: 1e-3 moves it in a few epochs without overshoot.
     lr_head: float = 1e-3
     # CLIP fine-tuning folklore (WiSE-FT, FLYP): ~1e-5; larger forgets pretrained features.
@@ -91,8 +93,8 @@ class TrainConfig:
                 f"epochs must be >= 0 and not both 0, got epochs_lp={self.epochs_lp}, "
                 f"epochs_ft={self.epochs_ft}"
             )
-        if self.batch_size < 1:
-            raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UserError(f"batch_size must be >= 1 or None (auto), got {self.batch_size}")
         if self.loss not in list_losses():
             raise UserError(f"unknown loss {self.loss!r}; choose one of {list_losses()}")
         if self.head not in HEAD_KINDS:

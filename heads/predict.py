@@ -204,7 +204,7 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
     kind = source_kind(Path(src))
     run = resolve_run(Path(run))
     model = load_model(run, device=str(resolve_device(device)))
-    if kind != "store" and model.clip is None:
+    if kind != "store" and model.visual is None:
         raise UserError(
             f"{run} holds only the head (trained without the store's backbone weights at "
             "hand): predict from a feature store of SRC, or retrain with --weights FILE"

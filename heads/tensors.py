@@ -3,8 +3,13 @@
     tokens = load_tokens(data.tokens, rows, views=2, device=dev)   # (V, n, L, W) fp16
     x = gather_views(tokens, view_of, rows_in_batch, device=dev)   # (B, L, W)
 
-Placement: on the GPU when the tokens fit in 70% of its free memory (no copies per step),
-else in pinned host memory, gathered into a pinned buffer and copied with non_blocking=True.
+Placement follows `heads.memory.plan_tokens`: one tensor on the GPU when it fits beside
+training's own memory (no copies per step); else host memory in chunks (page-locked on a CUDA
+machine), gathered into a pinned buffer and copied with non_blocking=True; else streamed from
+the store batch by batch (`heads.token_tables.StreamedTokens`). A token table is therefore a
+tensor, a `HostChunks` or a `StreamedTokens`; `gather_views`, `map_chunks`, `begin_epoch` and
+`advance_table` accept all three. Loading reads the store block by block straight into the
+table's memory (uncompressed stores by pread, others through a bounded temporary).
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import logging
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from features.chunkio import RawChunks
+from heads import memory
+from heads.token_tables import HostChunks, StreamedTokens
 
 log = logging.getLogger(__name__)
 
@@ -76,38 +85,92 @@ def read_rows(array, view: int | None, rows: np.ndarray, block: int = READ_BLOCK
     return out
 
 
-def _fits_on(device: torch.device, nbytes: int) -> bool:
-    if device.type != "cuda":
-        return False
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes < 0.7 * free
+def _read_into(tokens, raw: RawChunks | None, view: int, rows: np.ndarray, out: np.ndarray):
+    """out[:] = tokens[view, rows], read into `out` itself where the store allows it."""
+    if raw is not None:
+        raw.read_rows(view, rows, out)
+    else:
+        out[:] = read_rows(tokens, view, rows)  # a temporary of at most READ_BLOCK rows
 
 
-def load_tokens(tokens, rows: np.ndarray, views: int, device: torch.device) -> torch.Tensor:
-    """(views, n, L, W) float16 tensor of the selected rows, placed for fast batch gathers."""
+def plan_for(tokens, num_samples: int, views: int, device: torch.device) -> memory.TokenPlan:
+    """The placement plan of a (views, num_samples) table of `tokens` rows on this machine."""
+    caps = memory.free_capacities(device)
+    return memory.plan_tokens(num_samples, views, token_shape=tuple(tokens.shape[2:]), **caps)
+
+
+def load_tokens(tokens, rows: np.ndarray, views: int, device: torch.device):
+    """(views, n, L, W) float16 token table of the selected rows, placed by `plan_for`.
+
+    Returns a tensor (on the GPU, or in host memory when it is one chunk), a `HostChunks` or
+    a `StreamedTokens`.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
     shape = (views, n, *tokens.shape[2:])
-    nbytes = int(np.prod(shape)) * 2
-    on_device = _fits_on(device, nbytes)
-    # Filled view by view where it will live: a GPU table never has a second full host copy.
-    out = torch.empty(
-        shape,
-        dtype=torch.float16,
-        device=device if on_device else "cpu",
-        pin_memory=device.type == "cuda" and not on_device,
-    )
-    for v in tqdm(range(views), desc="load tokens", disable=views * n < 50_000):
-        out[v] = torch.from_numpy(read_rows(tokens, v, rows).astype(np.float16, copy=False))
-    log.info(
-        "tokens %s (%.2f GB) in %s", tuple(shape), nbytes / 1e9, "GPU" if on_device else "host"
-    )
+    plan = plan_for(tokens, n, views, device)
+    log.info("tokens %s: %s", tuple(shape), plan.reason)
+    if plan.where == "stream":
+        return StreamedTokens(tokens, rows, views, prefetch=plan.prefetch)
+    raw = RawChunks.of(tokens)
+    if plan.where == "gpu":
+        return _load_on_gpu(tokens, raw, rows, shape, device)
+    table = HostChunks.allocate(shape, plan.chunk_rows, pin=plan.pin)
+    for c in tqdm(range(len(table.chunks)), desc="load tokens", disable=views * n < 50_000):
+        # each chunk straight from the store: no temporary beyond READ_BLOCK rows
+        for v, lo, piece in table.chunk_pieces(c, READ_BLOCK):
+            _read_into(tokens, raw, v, rows[lo : lo + len(piece)], piece.numpy())
+    if len(table.chunks) == 1:
+        return table.chunks[0].view(shape)  # one plain tensor: nothing to split
+    return table
+
+
+def _load_on_gpu(tokens, raw, rows: np.ndarray, shape, device) -> torch.Tensor:
+    """Filled block by block through two reused pinned staging buffers (the disk fills one
+    while the other is copied): a GPU table never has a host copy of a whole view."""
+    out = torch.empty(shape, dtype=torch.float16, device=device)
+    staging = [
+        torch.empty((READ_BLOCK, *shape[2:]), dtype=torch.float16, pin_memory=True)
+        for _ in range(2)
+    ]
+    copied: list = [None, None]  # CUDA event per buffer: its last copy has finished
+    stream = torch.cuda.current_stream(device)
+    step = 0
+    for v in tqdm(range(shape[0]), desc="load tokens", disable=shape[0] * shape[1] < 50_000):
+        for lo in range(0, shape[1], READ_BLOCK):
+            hi, slot = min(lo + READ_BLOCK, shape[1]), step % 2
+            if copied[slot] is not None:
+                copied[slot].synchronize()  # before this buffer is refilled
+            _read_into(tokens, raw, v, rows[lo:hi], staging[slot][: hi - lo].numpy())
+            out[v, lo:hi].copy_(staging[slot][: hi - lo], non_blocking=True)
+            copied[slot] = torch.cuda.Event()
+            copied[slot].record(stream)
+            step += 1
+    stream.synchronize()
     return out
+
+
+def begin_epoch(table, perm: torch.Tensor, view_of: torch.Tensor, batch_size: int) -> None:
+    """Tell a streamed table the epoch's batches, so it reads them ahead; others need not."""
+    if isinstance(table, StreamedTokens):
+        table.begin_epoch(perm, view_of, batch_size)
+
+
+def advance_table(table, fn, device: torch.device):
+    """`fn` (frozen blocks, fp16 tokens in and out) applied to every token of the table:
+    in place where the table is held, on the fly per batch where it is streamed."""
+    if isinstance(table, StreamedTokens):
+        table.transform = fn
+        return table
+    return map_chunks(fn, table, device, out_dtype=torch.float16, inplace=True)
 
 
 def gather_views(
     table: torch.Tensor, view_of: torch.Tensor, rows: torch.Tensor, device: torch.device
 ) -> torch.Tensor:
     """table[view_of[rows], rows] as one index_select on the flattened (V*n, ...) table."""
+    if not torch.is_tensor(table):
+        return table.gather(view_of, rows, device)
     views, n = table.shape[:2]
     flat = table.reshape(views * n, *table.shape[2:])
     index = view_of[rows] * n + rows  # (B,)
@@ -146,6 +209,8 @@ def map_chunks(
     `inplace` writes the results over `table` (fn must keep the shape, `out_dtype` must be the
     table's): a token table that fills most of the GPU cannot be held twice.
     """
+    if not torch.is_tensor(table):
+        return _map_blocks(fn, table, device, out_dtype, chunk, inplace)
     views, n = table.shape[:2]
     out = table if inplace else None
     if inplace and out_dtype != table.dtype:
@@ -160,3 +225,29 @@ def map_chunks(
                 out = torch.empty((views, n, *y.shape[1:]), dtype=out_dtype, device=table.device)
             out[v, lo : lo + len(y)] = y.to(out.device, out_dtype)
     return out
+
+
+def _map_blocks(fn, table, device, out_dtype, chunk: int, inplace: bool) -> torch.Tensor | None:
+    """`map_chunks` over a `HostChunks` or `StreamedTokens` table, in the same blocks as over a
+    tensor (so the same numbers); results on the host."""
+    if inplace and not isinstance(table, HostChunks):
+        raise ValueError("only a table held in memory can be mapped in place")
+    views, n = table.shape[:2]
+    out = None
+    for v in range(views):
+        for lo in range(0, n, chunk):
+            block = table.block(v, lo, min(lo + chunk, n))  # (b, L, W)
+            if isinstance(table, StreamedTokens):
+                x = table.on_device(block, device)
+            else:
+                x = block.to(device, non_blocking=True)
+            x = x.float() if device.type == "cpu" else x
+            with autocast(device):
+                y = fn(x)
+            if inplace:
+                table.write_block(v, lo, y.to("cpu", table.dtype))
+                continue
+            if out is None:
+                out = torch.empty((views, n, *y.shape[1:]), dtype=out_dtype)
+            out[v, lo : lo + len(y)] = y.to("cpu", out_dtype)
+    return table if inplace else out

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,28 +26,37 @@ from torch import nn
 from tqdm import tqdm
 
 from engine.errors import UserError
+from features.split import Advance, Tail, merge_tail
+from heads import head_batch as HB
 from heads import tensors as T
 from heads.checkpoint import Checkpointer, fingerprint
 from heads.config import TrainConfig
 from heads.data import FeatureData, load_features, one_hot_targets
 from heads.head import class_prototypes, make_head
 from heads.losses import l2sp_penalty, log_class_prior, loss_from_config, weighted_loss, wise_ft
-from heads.tail import VisualTail, prefix_blocks
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainedModel:
-    """A trained head, and for k >= 1 the visual tower with the trained tail merged in."""
+    """A trained head, and for k >= 1 the trained tail of the visual tower it was cut from."""
 
     head: nn.Module
     depth: int
     classes: list[str]
     cfg: TrainConfig
-    visual: nn.Module | None = None
+    visual: nn.Module | None = None  # the pretrained tower (k >= 1): the tail's base, left as is
+    tail: Tail | None = None  # the trained last k blocks + pooling + proj (k >= 1)
     class_counts: list[float] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
+    checkpoint: Checkpointer | None = field(default=None, repr=False)
+
+    def visual_state_dict(self) -> dict[str, torch.Tensor]:
+        """The visual tower's state dict with the trained tail merged in (k >= 1)."""
+        if self.visual is None or self.tail is None:
+            raise ValueError("a head-only model has no trained visual tower")
+        return merge_tail(self.visual.state_dict(), self.tail)
 
     @torch.no_grad()
     def predict_logits(self, store, indices=None, batch_size: int = 1024) -> np.ndarray:
@@ -60,19 +69,26 @@ class TrainedModel:
             emb = torch.from_numpy(T.read_rows(data.embed, None, rows).astype(np.float32))
             return self.head(emb.to(device)).cpu().numpy()
         _check_depth(data, self.depth)
-        tail = VisualTail(self.visual, self.depth).eval()
-        between = prefix_blocks(self.visual, data.depth, self.depth)
+        tail = self.tail.eval()
+        advance = _frozen_on(Advance(self.visual, data.depth, self.depth), device)
         out = []
         for lo in range(0, len(rows), batch_size):
             tok = torch.from_numpy(T.read_rows(data.tokens, 0, rows[lo : lo + batch_size]))
             x = tok.to(device).float() if device.type == "cpu" else tok.to(device)
             with T.autocast(device):
-                for block in between:
-                    x = block(x)
-                features = tail(x).float()  # (b, D)
+                features = tail(advance(x)).float()  # (b, D)
             with T.fp32(device):
                 out.append(self.head(features).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.classes)), np.float32)
+
+
+def _frozen_on(module: nn.Module, device: torch.device) -> nn.Module:
+    """`module` itself when its weights are on `device`, else a copy there: moving it would
+    move the caller's model, which other stages keep using where it is."""
+    params = list(module.parameters())
+    if all(T.same_device(p.device, device) for p in params):
+        return module
+    return copy.deepcopy(module).to(device).requires_grad_(False)
 
 
 def _check_depth(data: FeatureData, k: int) -> None:
@@ -132,6 +148,8 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
     perm_d = perm.to(problem.device)
     if T.same_device(table.device, problem.device):
         perm, view_of = perm_d, view_of.to(problem.device)
+    T.begin_epoch(table, perm, view_of, cfg.batch_size)  # a streamed table starts reading ahead
+    epoch_rows = _epoch_rows(problem, table, perm, perm_d, view_of)
     loss_fn = loss_from_config(cfg)
     steps = math.ceil(n / cfg.batch_size)
     # Sums stay on the device: a float()/int() per step would synchronise the GPU every step.
@@ -145,20 +163,18 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
         ):
             group["lr"] = _cosine_lr(base, phase_step, phase_total)
         batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
-        rows, rows_d = perm[batch], perm_d[batch]  # (B,) where the table is / on the device
-        x = T.gather_views(table, view_of, rows, problem.device)
+        x, t, w, hard = epoch_rows(batch)  # (B, ...), (B, K), (B,), (B,)
         with T.autocast(problem.device):
             logits = forward(x.float() if problem.device.type == "cpu" else x)  # (B, K)
-        t, w = problem.targets[rows_d], problem.weights[rows_d]
         loss = weighted_loss(loss_fn, logits, t, w, problem.log_prior, cfg.tau)
         if penalty is not None:
             loss = loss + penalty()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(rows)
-        correct += (logits.argmax(1) == problem.hard[rows_d]).sum()
-        bar.update(len(rows))
+        total += loss.detach() * len(t)
+        correct += (logits.argmax(1) == hard).sum()
+        bar.update(len(t))
     bar.close()
     total, correct = float(total), int(correct)
     seconds = time.perf_counter() - start
@@ -170,6 +186,28 @@ def _run_epoch(problem, cfg, epoch, table, forward, optimizer, groups_lr, penalt
         "samples_per_s": n / max(seconds, 1e-9),
         "lr": [g["lr"] for g in optimizer.param_groups],
     }
+
+
+def _epoch_rows(problem, table, perm, perm_d, view_of) -> Callable:
+    """batch slice -> (x, targets, weights, hard labels) of those positions of the epoch.
+
+    A features table (V, n, D) on the device is gathered once per epoch in the epoch's order,
+    so a step only slices (views, no kernels): a head-only step is launch-bound (aten calls
+    per CPU step of a head-only fit: 229 -> 209). Token tables (V, n, L, W) are gathered per
+    batch: a second copy of them would not fit. Both give the same rows, bit for bit.
+    """
+    device = problem.device
+    if isinstance(table, torch.Tensor) and table.dim() == 3 and T.same_device(table.device, device):
+        x = T.gather_views(table, view_of, perm, device)  # (n, D)
+        t, w, hard = problem.targets[perm_d], problem.weights[perm_d], problem.hard[perm_d]
+        return lambda batch: (x[batch], t[batch], w[batch], hard[batch])
+
+    def rows(batch):
+        rows_d = perm_d[batch]  # (B,) on the device
+        x = T.gather_views(table, view_of, perm[batch], device)  # (B, L, W)
+        return x, problem.targets[rows_d], problem.weights[rows_d], problem.hard[rows_d]
+
+    return rows
 
 
 def _select(data, targets, weights, indices):
@@ -232,11 +270,12 @@ def fit(
 
     visual = tail = tokens = None
     if k > 0:
-        visual = copy.deepcopy(_visual_of(clip, data)).to(device).eval()
-        visual.requires_grad_(False)
-        tail = VisualTail(visual, k)
+        visual = _visual_of(clip, data)
+        # A copy on the device: the caller's tower is left as it is (and where it is).
+        tail = copy.deepcopy(Tail(visual, k)).to(device).eval().requires_grad_(False)
         tokens = _tokens_at_depth(data, rows, cfg, visual, device)  # (V, n, L, W)
     ckpt = Checkpointer(checkpoint_dir, cfg, inputs=fingerprint(rows, tgt, wts))
+    cfg = _with_batch_size(cfg, problem, head, embed_rows, ckpt)
     history = _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
     return TrainedModel(
         head=head.eval(),
@@ -244,31 +283,70 @@ def fit(
         classes=list(data.classes),
         cfg=cfg,
         visual=visual,
+        tail=tail,
         class_counts=(tgt * wts[:, None]).sum(0).tolist(),
         history=history,
+        checkpoint=ckpt,
     )
+
+
+def _with_batch_size(cfg, problem, head, embed_rows, ckpt) -> TrainConfig:
+    """`cfg` with its batch size (and for a measured batch, its head lr) resolved: as given,
+    as the checkpoint being resumed used it, 512, or probed for head-only runs on CUDA."""
+    if cfg.batch_size is not None:
+        return cfg
+    state = ckpt.saved()
+    if state and state.get("batch_size"):
+        batch = int(state["batch_size"])
+    elif _probes_batch(cfg, problem.device):
+        batch = _probe_head_batch(cfg, problem, head, embed_rows)
+    else:
+        batch = HB.REFERENCE_BATCH
+    ckpt.batch_size = batch
+    return replace(cfg, batch_size=batch, lr_head=HB.scaled_lr(cfg.lr_head, batch))
+
+
+def _probes_batch(cfg, device: torch.device) -> bool:
+    """Head-only on CUDA: the launch-bound case (see heads.head_batch)."""
+    return cfg.unfreeze_last == 0 and device.type == "cuda"
+
+
+def _probe_head_batch(cfg, problem, head, embed_rows) -> int:
+    candidates = HB.batch_candidates(len(embed_rows))
+    feats = torch.from_numpy(embed_rows[: max(candidates)]).to(problem.device)  # (b, D)
+    loss_fn = loss_from_config(cfg)
+
+    def loss_step(probe, x, t, w):
+        logits = _fp32_head(probe, problem.device)(x)  # (B, K)
+        return weighted_loss(loss_fn, logits, t, w, problem.log_prior, cfg.tau)
+
+    step = HB.make_head_step(head, feats, problem, cfg, loss_step)
+    batch, rates = HB.pick_batch_size(HB.step_timer(step, problem.device), candidates)
+    log.info(
+        "head-only batch %d (lr_head x%g), samples/s by batch: %s",
+        batch,
+        batch / HB.REFERENCE_BATCH,
+        {b: round(r) for b, r in rates.items()},
+    )
+    return batch
 
 
 def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
     views = data.num_views if cfg.views is None else min(cfg.views, data.num_views)
-    tokens = T.load_tokens(data.tokens, rows, views, device)  # (V, n, L, W) at store depth
-    between = prefix_blocks(visual, data.depth, cfg.unfreeze_last)
-    if between:
-        log.info("advancing cached tokens through %d frozen blocks", len(between))
-
-        def advance(x):
-            for block in between:
-                x = block(x)
-            return x
-
-        tokens = T.map_chunks(advance, tokens, device, out_dtype=torch.float16, inplace=True)
+    # (V, n, L, W) at store depth, where heads.memory.plan_tokens puts it: GPU, host, stream
+    tokens = T.load_tokens(data.tokens, rows, views, device)
+    advance = Advance(visual, data.depth, cfg.unfreeze_last)
+    if len(advance):
+        log.info("advancing cached tokens through %d frozen blocks", len(advance))
+        advance = _frozen_on(advance, device)
+        tokens = T.advance_table(tokens, advance, device)  # in place, or per batch if streamed
     return tokens
 
 
 def _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch) -> list[dict]:
     device = problem.device
     # The pretrained tail (L2-SP / WiSE-FT anchor), taken before a checkpoint may overwrite it.
-    anchor = tail.trainable_state() if tail is not None else None
+    anchor = _detached_copy(tail) if tail is not None else None
     history, start = ckpt.resume(head, tail)
     if start < cfg.epochs_lp:
         if tail is None:
@@ -293,9 +371,14 @@ def _train_phases(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch) 
     if tail is not None and cfg.epochs_ft > 0:
         _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, on_epoch)
         with torch.no_grad():
-            mixed = wise_ft(anchor, tail.trainable_state(), cfg.wise_alpha)
+            mixed = wise_ft(anchor, _detached_copy(tail), cfg.wise_alpha)
             tail.load_state_dict(mixed)
     return history
+
+
+def _detached_copy(tail: Tail) -> dict[str, torch.Tensor]:
+    """Copies of the tail's parameters (the L2-SP / WiSE-FT anchor, the WiSE-FT end point)."""
+    return {n: p.detach().clone() for n, p in tail.named_parameters()}
 
 
 def _fine_tune(problem, cfg, head, tail, tokens, anchor, ckpt, start, history, on_epoch):

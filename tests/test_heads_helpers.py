@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from open_clip.transformer import VisionTransformer
 
+from features.split import split_visual
 from heads.data import FeatureData
-from heads.tail import visual_tokens
 
 
 def tiny_visual(seed: int = 0, layers: int = 3) -> VisionTransformer:
@@ -30,7 +30,8 @@ def features_from_images(visual, images, labels, classes, depth: int, views: int
     """What a feature pass would cache: tokens at `depth` (view v = images + v*0.01), embeddings."""
     with torch.no_grad():
         emb = torch.nn.functional.normalize(visual(images), dim=-1)
-        toks = [visual_tokens(visual, images + 0.01 * v, depth) for v in range(views)]
+        trunk, _ = split_visual(visual, depth)
+        toks = [trunk(images + 0.01 * v) for v in range(views)]
     tokens = np.stack([t.numpy() for t in toks]).astype(np.float16) if depth > 0 else None
     n = len(labels)
     return FeatureData(

@@ -10,10 +10,10 @@ import torch
 from test_heads_helpers import features_from_images, tiny_visual, write_store
 
 from engine.errors import UserError
+from features.split import split_visual
 from heads.config import TrainConfig
 from heads.data import FeatureData
 from heads.head import class_prototypes, make_head
-from heads.tail import VisualTail, visual_tokens
 from heads.trainer import fit
 
 CLASSES = ["0003", "0010", "0042", "0100"]
@@ -67,20 +67,13 @@ def test_cosine_head_is_scaled_cosine():
     assert torch.equal(head.forward_head(x, pre_logits=True), x)
 
 
-def test_tail_reproduces_visual_and_features_split(tiny):
+def test_tail_reproduces_visual_on_a_tiny_vit(tiny):
     visual, images, _ = tiny
     with torch.no_grad():
         full = visual(images)
         for depth in range(4):
-            tail = VisualTail(visual, depth)
-            torch.testing.assert_close(tail(visual_tokens(visual, images, depth)), full)
-    from features import split
-
-    trunk, their_tail = split.split_visual(visual, 2)
-    with torch.no_grad():
-        tok = trunk(images)
-        torch.testing.assert_close(tok, visual_tokens(visual, images, 2))
-        torch.testing.assert_close(VisualTail(visual, 2)(tok), their_tail(tok))
+            trunk, tail = split_visual(visual, depth)
+            torch.testing.assert_close(tail(trunk(images)), full)
 
 
 def _cfg(**kw):
@@ -115,10 +108,10 @@ def test_wise_alpha_zero_gives_pretrained_tail_and_caller_model_untouched(tiny):
     before = copy.deepcopy(visual.state_dict())
     data = features_from_images(visual, images, labels, CLASSES, depth=2)
     trained = fit(data, _cfg(unfreeze_last=2, wise_alpha=0.0), clip=visual)
-    for name, t in trained.visual.state_dict().items():
+    for name, t in trained.visual_state_dict().items():
         assert torch.equal(t, before[name]), name
     moved = fit(data, _cfg(unfreeze_last=2, wise_alpha=1.0), clip=visual)
-    assert not torch.equal(moved.visual.state_dict()["proj"], before["proj"]), (
+    assert not torch.equal(moved.visual_state_dict()["proj"], before["proj"]), (
         "fine-tuning with alpha=1 must move the tail"
     )
     for name, t in visual.state_dict().items():

@@ -47,9 +47,13 @@ def test_engine_bench_host_rows(tmp_path):
     assert [(r["stage"], r["backend"]) for r in rows] == [
         ("host", "feed views=1"),
         ("host", "feed views=2"),
+        ("host", "store write views=1"),
     ]
     for row in rows:
         assert set(row) == set(COLUMNS)
+    store = rows.pop()
+    assert store["baseline"] == "zarr write_chunk, 1 thread" and "GB/s" in store["note"]
+    for row in rows:
         assert row["baseline"] == host_bench.OLD_FEEDER
         assert row["images_per_s"] > 0 and row["baseline_images_per_s"] > 0
         assert row["ratio"] == round(row["images_per_s"] / row["baseline_images_per_s"], 2)

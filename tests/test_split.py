@@ -7,7 +7,8 @@ import copy
 import pytest
 import torch
 
-from features.split import advance_tokens, merge_tail, split_visual
+from engine.errors import UserError
+from features.split import Advance, merge_tail, split_visual
 from features.testing import shared_random_clip
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
@@ -58,32 +59,39 @@ def test_advance_tokens_turns_a_deep_store_into_a_shallow_one(clip, images, refe
     trunk1, tail1 = split_visual(clip.model.visual, 1)
     with torch.no_grad():
         tokens4 = trunk4(images)
-        tokens1 = advance_tokens(clip.model.visual, tokens4, from_depth=4, to_depth=1)
+        advance = Advance(clip.model.visual, from_depth=4, to_depth=1)
+        tokens1 = advance(tokens4)
         torch.testing.assert_close(tokens1, trunk1(images), rtol=0, atol=0)
         torch.testing.assert_close(tail1(tokens1), reference, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError):
-        advance_tokens(clip.model.visual, tokens4, from_depth=1, to_depth=4)
+        assert len(advance) == 3 and len(Advance(clip.model.visual, 2, 2)) == 0
+        torch.testing.assert_close(Advance(clip.model.visual, 2, 2)(tokens4), tokens4)
+    with pytest.raises(UserError, match="cannot serve a tail of depth 4"):
+        Advance(clip.model.visual, from_depth=1, to_depth=4)
 
 
 def test_visual_state_dict_uses_the_models_key_names_and_merges_back(clip):
     _, tail = split_visual(clip.model.visual, 2)
     keys = set(tail.visual_state_dict())
-    assert "visual.transformer.resblocks.10.attn.in_proj_weight" in keys
-    assert "visual.transformer.resblocks.11.mlp.c_proj.bias" in keys
-    assert {"visual.ln_post.weight", "visual.ln_post.bias", "visual.proj"} <= keys
+    assert "transformer.resblocks.10.attn.in_proj_weight" in keys
+    assert "transformer.resblocks.11.mlp.c_proj.bias" in keys
+    assert {"ln_post.weight", "ln_post.bias", "proj"} <= keys
     assert not any(".resblocks.9." in k for k in keys)
-    assert keys <= set(clip.model.state_dict())
+    assert keys <= set(clip.model.visual.state_dict())
 
     trained = copy.deepcopy(tail)  # trained apart from the model
     with torch.no_grad():
         trained.proj.add_(1.0)
         trained.blocks[1].mlp.c_fc.bias.add_(0.5)
     model = copy.deepcopy(clip.model)
-    merge_tail(model, trained)
+    original = clip.model.visual.state_dict()
+    merged = merge_tail(original, trained)
+    model.visual.load_state_dict(merged)  # strict: every key of the tower, every shape
     torch.testing.assert_close(model.visual.proj, trained.proj, rtol=0, atol=0)
     torch.testing.assert_close(
         model.visual.transformer.resblocks[11].mlp.c_fc.bias, trained.blocks[1].mlp.c_fc.bias
     )
+    changed = {k for k in merged if not torch.equal(merged[k], original[k])}
+    assert changed == {"proj", "transformer.resblocks.11.mlp.c_fc.bias"}
     torch.testing.assert_close(  # the untouched model is unchanged
         clip.model.visual.proj, tail.proj, rtol=0, atol=0
     )
@@ -91,5 +99,29 @@ def test_visual_state_dict_uses_the_models_key_names_and_merges_back(clip):
 
 
 def test_bad_depth_is_refused(clip):
-    with pytest.raises(ValueError, match="0..12"):
+    with pytest.raises(UserError, match="0..12"):
         split_visual(clip.model.visual, 13)
+
+
+def test_trunk_runs_open_clips_forward_intermediates(clip, images, monkeypatch):
+    """The trunk is open_clip's public hook stopped early, not a copy of its block loop."""
+    calls = []
+    real = type(clip.model.visual).forward_intermediates
+
+    def spy(self, x, **kw):
+        calls.append(kw)
+        return real(self, x, **kw)
+
+    monkeypatch.setattr(type(clip.model.visual), "forward_intermediates", spy)
+    trunk, _ = split_visual(clip.model.visual, 2)
+    with torch.no_grad():
+        trunk(images)
+    assert calls == [
+        {
+            "indices": [9],
+            "stop_early": True,
+            "intermediates_only": True,
+            "output_fmt": "NLC",
+            "output_extra_tokens": True,
+        }
+    ]

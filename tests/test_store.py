@@ -196,7 +196,7 @@ def test_views_and_depth_are_checked_on_read(tmp_path):
     with pytest.raises(UserError, match="views 0..1, not view 2"):
         store.tokens(2)
     store.check_depth(3)
-    store.check_depth(1)  # a depth-3 store serves depth 1 (see features.split.advance_tokens)
+    store.check_depth(1)  # a depth-3 store serves depth 1 (see features.split.Advance)
     with pytest.raises(UserError, match="--unfreeze-last 5"):
         store.check_depth(5)
 
