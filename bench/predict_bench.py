@@ -88,7 +88,7 @@ def run(
     workers: int | None = None,
 ) -> list[dict]:
     """Both rows; `shard_dir` None = `n_images` generated JPEGs, `clip` None = random weights."""
-    from engine.commands.predict import predict_shards
+    from heads.predict import predict_shards
     from shards.decode import default_workers
     from shards.manifest import load_manifest
 

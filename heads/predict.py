@@ -1,7 +1,14 @@
-"""Prediction files in the challenge format, and their zip.
+"""Prediction: a merged model over images, shards or a feature store, to the challenge files.
 
+    count, csv_path, zip_path = predict_source(Path("work/runs/latest"), Path("data/test"),
+                                               Path("pred_results.csv"))
     rows = [("0001.jpg", class_id(classes, 42))]
     write_predictions(rows, Path("pred_results.csv"))   # also writes pred_results.zip
+
+A folder of images is packed into temporary shards first (broken files repaired there, each
+file read once); the names come from the shards' index, so the JPEGs are read once more only
+to decode them. A file that cannot be read at all still gets a row: the fallback class (the
+most frequent training class), named in a warning.
 
 Format (DESIGN.md): one row per test image, no header, the file name exactly as in the test
 folder, a comma and a space, the class id as four digits: `xxxx.jpg, 0042`.
@@ -9,12 +16,20 @@ folder, a comma and a space, the class id as four digits: `xxxx.jpg, 0042`.
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from engine import paths
+from engine.errors import UserError
+from engine.faults import fault_point
+
+log = logging.getLogger(__name__)
 
 
 def class_id(classes: list[str], index: int) -> str:
@@ -64,3 +79,144 @@ def read_predictions(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}:{lineno}: expected 'name, class', got {line!r}")
         result[name] = cid.strip()  # the name is kept exactly: spaces are part of file names
     return result
+
+
+def source_kind(src: Path) -> str:
+    """'store', 'shards' or 'images' for a prediction source folder."""
+    if (src / "zarr.json").exists():
+        return "store"
+    if (src / "manifest.json").exists():
+        return "shards"
+    if src.is_dir():
+        return "images"
+    raise UserError(
+        f"cannot predict from {src}: give a folder of images, shards or a feature store"
+    )
+
+
+def check_store_for_model(model, store_attrs: dict, store: Path, trained_weights: str | None):
+    """Refuse a store the model cannot read: too shallow, or made with other CLIP weights."""
+    depth = int(store_attrs.get("depth", 0))
+    if model.depth > depth:
+        raise UserError(
+            f"feature store {store} has depth {depth} but the model trains the last "
+            f"{model.depth} blocks; rebuild it with `engine features SHARDS --unfreeze-last "
+            f"{model.depth} --out {store} --force` or predict from the images"
+        )
+    made_with = (store_attrs.get("weights") or {}).get("name")
+    if trained_weights and made_with and made_with != trained_weights:
+        raise UserError(
+            f"feature store {store} was made with weights {made_with!r} but the model was "
+            f"trained on a store made with {trained_weights!r}; rebuild the store with "
+            f"`engine features SHARDS --weights {trained_weights} --out {store} --force`"
+        )
+
+
+def predict_store(model, store: Path, trained_weights: str | None = None):
+    """(names, logits (n, K), rejected []) from a cached feature store."""
+    from heads.data import load_features
+
+    data = load_features(store)
+    if not data.paths:
+        raise UserError(
+            f"feature store {store} has no `paths` array; rebuild it with engine features"
+        )
+    check_store_for_model(model, data.attrs, Path(store), trained_weights)
+    logits = model.as_trained().predict_logits(data)
+    return list(data.paths), logits, []
+
+
+def shard_paths(shard_dir: Path) -> list[str]:
+    """Source file names of every sample, in store order, from the shards' small `json`
+    members (found through the index): no pass over the JPEG bytes."""
+    from shards.format import open_shards, read_shard_meta
+
+    names: list[str] = []
+    for entry in open_shards(shard_dir).entries:
+        names += read_shard_meta(entry).paths
+    return names
+
+
+def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = "auto"):
+    """(names, logits (n, K), rejected names) by running the merged model on decoded images."""
+    import torch
+
+    from shards.decode import make_loader
+    from shards.manifest import load_manifest
+
+    manifest = load_manifest(shard_dir)
+    names = shard_paths(shard_dir)
+    device = next(model.head.parameters()).device
+    logits = np.zeros((len(names), len(model.classes)), dtype=np.float32)
+    loader = make_loader(shard_dir, backend=backend, batch_size=batch_size, views=1, device=device)
+    for batch in loader:
+        images = torch.as_tensor(batch.images[0]).to(device)  # (B, 3, 224, 224) eval view
+        index = torch.as_tensor(batch.index).cpu().numpy()
+        logits[index] = model.logits_from_images(images).float().cpu().numpy()  # (B, K)
+        fault_point("predict-batch")
+    rejected = [r["path"] for r in manifest.get("rejected", [])]
+    return names, logits, rejected
+
+
+def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "auto"):
+    """Pack the folder into temporary shards (repairing broken files), then predict them."""
+    from shards.config import ShardConfig
+    from shards.writer import pack
+
+    with tempfile.TemporaryDirectory(prefix="engine-predict-") as tmp:
+        shard_dir = Path(tmp) / "shards"
+        pack(folder, shard_dir, ShardConfig())  # all cores; same bytes whatever the count
+        return predict_shards(model, shard_dir, batch_size, backend)
+
+
+def prediction_table(model, names, logits, rejected) -> list[tuple[str, str]]:
+    """Rows sorted by name; unreadable files get the fallback class, with a warning."""
+    rows = prediction_rows(names, logits, model.classes)
+    if rejected:
+        fallback = class_id(model.classes, model.fallback_class)
+        log.warning(
+            "%d file(s) could not be read and get the fallback class %s (most frequent "
+            "training class): %s",
+            len(rejected),
+            fallback,
+            ", ".join(rejected),
+        )
+        rows += [(name, fallback) for name in rejected]
+    return sorted(rows)
+
+
+def _trained_weights(run: Path) -> str | None:
+    """The weights name the run's config.json records (None when it does not say)."""
+    import json
+
+    try:
+        return json.loads((run / "config.json").read_text(encoding="utf-8")).get("weights")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
+                   backend: str = "auto", device: str = "auto") -> tuple[int, Path, Path]:  # fmt: skip
+    """`engine predict`: (rows written, CSV path, zip path); --out is checked first."""
+    from engine.runs import resolve_run
+    from heads.export import load_model
+    from heads.tensors import resolve_device
+
+    out = paths.writable_file(Path(out), "--out")
+    kind = source_kind(Path(src))
+    run = resolve_run(Path(run))
+    model = load_model(run, device=str(resolve_device(device)))
+    if kind != "store" and model.visual is None:
+        raise UserError(
+            f"{run} holds only the head (trained without the store's backbone weights at "
+            "hand): predict from a feature store of SRC, or retrain with --weights FILE"
+        )
+    if kind == "store":
+        names, logits, rejected = predict_store(model, src, _trained_weights(Path(run)))
+    elif kind == "shards":
+        names, logits, rejected = predict_shards(model, src, batch_size, backend)
+    else:
+        names, logits, rejected = predict_images(model, src, batch_size, backend)
+    rows = prediction_table(model, names, logits, rejected)
+    csv_path, zip_path = write_predictions(rows, out)
+    return len(rows), csv_path, zip_path

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import shards.decode as decode
 from bench import decode_bench
-
-pytest.importorskip("shards.writer")
 
 
 def test_decode_bench_reports_each_backend_and_the_baseline():

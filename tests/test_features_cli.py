@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import features.model
 from engine.cli import main
-from engine.commands.features import default_store
+from engine.paths import store_for as default_store
 from features.store import open_store
 from features.testing import TINY_MODEL, tiny_clip, write_images
 from shards.config import ShardConfig

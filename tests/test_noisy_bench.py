@@ -32,12 +32,27 @@ def test_every_method_scored_on_a_tiny_set():
     assert "engine + screening" in format_rows(rows)
 
 
-def test_grids_cover_the_issue_ranges():
+def test_each_grid_runs_settings_spanning_the_issue_ranges(monkeypatch, capsys):
+    """`--grid mission|small` hands run_setting settings from 200 to 1500 classes, imbalance
+    1 to 100 and noise 10% to 60%, each with the ScreenConfig that `--set` asked for."""
+    import bench.noisy_bench as nb
+
     for name in ("mission", "small"):
-        grid = np.array(GRIDS[name], dtype=float)
-        assert grid[:, 0].min() == 200 and grid[:, 0].max() == 1500  # classes
-        assert grid[:, 1].min() == 1 and grid[:, 1].max() == 100  # imbalance
-        assert grid[:, 2].min() == 0.1 and grid[:, 2].max() == 0.6  # noise
+        seen = []
+
+        def fake_setting(classes, imbalance, noise, max_per_class, cfg=None, seen=seen, **kw):
+            seen.append((classes, imbalance, noise, cfg.knn_k))
+            return [{"classes": classes, "imbalance": imbalance, "noise": noise, "N": 1,
+                     "method": "CE (probe)", "top1": 0.5}]  # fmt: skip
+
+        monkeypatch.setattr(nb, "run_setting", fake_setting)
+        main(["--grid", name, "--set", "knn_k=7"])
+        got = np.array([s[:3] for s in seen], dtype=float)
+        assert got[:, 0].min() == 200 and got[:, 0].max() == 1500  # classes
+        assert got[:, 1].min() == 1 and got[:, 1].max() == 100  # imbalance
+        assert got[:, 2].min() == 0.1 and got[:, 2].max() == 0.6  # noise
+        assert {s[3] for s in seen} == {7}
+        assert len(capsys.readouterr().out.splitlines()) == 2 + len(seen)
 
 
 def test_cli_rejects_unknown_flip_prior(capsys):

@@ -7,8 +7,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from engine.commands.predict import prediction_table, source_kind
-from heads.predict import class_id, prediction_rows, read_predictions, write_predictions
+from heads.predict import (
+    class_id,
+    prediction_rows,
+    prediction_table,
+    read_predictions,
+    source_kind,
+    write_predictions,
+)
 
 
 def test_class_id_from_folder_names_or_index():

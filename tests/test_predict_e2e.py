@@ -10,9 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-
-pytest.importorskip("features.extract")
-pytest.importorskip("shards.decode")
+from features.config import FeatureConfig
+from features.extract import extract
+from shards.config import ShardConfig
+from shards.sample_data import make_sample_dataset
+from shards.writer import pack
 
 
 def _invoke(*args):
@@ -21,10 +23,6 @@ def _invoke(*args):
 
 @pytest.mark.slow
 def test_images_to_predictions_agree_with_store(tmp_path):
-    from shards.config import ShardConfig
-    from shards.sample_data import make_sample_dataset
-    from shards.writer import pack
-
     ds = make_sample_dataset(
         tmp_path / "data",
         n_classes=3,
@@ -56,9 +54,6 @@ def test_images_to_predictions_agree_with_store(tmp_path):
         tmp_path / "runs" / "r",
     )
     assert result.exit_code == 0, result.output
-    from features.config import FeatureConfig
-    from features.extract import extract
-
     test_store = extract(
         test_shards, tmp_path / "test.zarr", FeatureConfig(depth=2, weights="random", backend="pil")
     )

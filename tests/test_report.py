@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from engine.jsonfile import write_json
 from engine.report import TITLES, build_figure, load_run, write_report
 from engine.runs import append_jsonl
+from heads.metrics import evaluate
 from heads.screen.partition import STATES
 from heads.screen.suspects import write_scores
 
@@ -133,14 +133,22 @@ def test_partial_run_metrics_json_and_manifest_counts(tmp_path):
     assert "no data" in _texts(panels["rounds"]) and "no data" in _texts(panels["groups"])
 
 
-def test_unreadable_json_is_skipped_not_fatal(tmp_path):
+def test_unreadable_json_is_skipped_not_fatal(tmp_path, caplog):
+    """A broken config.json costs only its own panel lines: it is named in a warning, and
+    the accuracy panel still draws from eval.json."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text("{not json")
-    (run / "eval.json").write_text(json.dumps({"groups": {}}))
-    data = load_run(run)
-    assert data.config == {} and data.evaluation == {"groups": {}}
-    assert write_report(run).stat().st_size > 0
+    truth = {f"{i}.jpg": f"{i % 6:04d}" for i in range(30)}
+    write_json(run / "eval.json", evaluate(truth, truth))
+    with caplog.at_level("WARNING"):
+        data = load_run(run)
+    assert f"cannot read {run / 'config.json'}" in caplog.text
+    assert data.config == {} and data.evaluation["top1"] == 1.0
+    panels = dict(zip(TITLES, build_figure(data).axes[:6], strict=True))
+    assert "no data" not in _texts(panels["groups"])
+    assert "unfreeze_last" not in _texts(panels["summary"])
+    assert write_report(run).read_bytes()[:8] == PNG_MAGIC
 
 
 def test_class_panel_ratio_is_the_true_one(tmp_path):

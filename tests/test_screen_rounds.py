@@ -111,31 +111,39 @@ def _make_store(path, data):
     store.mark_complete()
 
 
-def test_cli_help_and_show(tmp_path, data):
+def test_cli_show_lists_the_least_trusted_with_the_train_class_names(tmp_path, data):
+    """--show N: the N lowest-trust samples, their given label by the `folder, name` CSV that
+    `engine train` reads (BOM, quoted comma), the state saved for the last round."""
     runner = CliRunner()
     assert "--show" in runner.invoke(main, ["screen", "--help"]).output
     _make_store(tmp_path / "s.zarr", data)
-    names = tmp_path / "names.txt"
-    names.write_text("\n".join(f"species {c}" for c in range(20)))
+    names = tmp_path / "names.csv"
+    rows = ['0000, "daisy, ox-eye"'] + [f"{c:04d}, species {c}" for c in range(1, 19)]
+    names.write_bytes(("\ufeff" + "\n".join(rows) + "\n").encode("utf-8"))  # 0019 unnamed
     res = runner.invoke(main, ["screen", "--features", str(tmp_path / "s.zarr"), "--rounds", "1",
-                               "--out", str(tmp_path / "out"), "--show", "5",
+                               "--out", str(tmp_path / "out"), "--show", "8",
                                "--class-names", str(names)])  # fmt: skip
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert lines[1].split("\t")[:4] == ["path", "given", "proposed", "state"]
-    assert len(lines) == 2 + 5 + 1 and lines[2].split("\t")[1].startswith("species ")
+    assert lines[1].split("\t")[:5] == ["path", "given", "proposed", "state", "trust"]
+    shown = [line.split("\t") for line in lines[2:-1]]
+    assert len(shown) == 8
     page = tmp_path / "out" / "suspects.html"  # the last line names the page (no shards here)
     assert lines[-1].startswith(f"suspects page: {page} (no thumbnails: no shards at")
     assert page.is_file() and (tmp_path / "out" / "suspects.csv").is_file()
-    assert (tmp_path / "out" / "round_1" / "state.npy").is_file()
-    bad = runner.invoke(main, ["screen", "--features", str(tmp_path / "s.zarr"),
-                               "--class-names", str(tmp_path / "names.txt"), "--out",
-                               str(tmp_path / "o2")] + [])  # fmt: skip
-    assert bad.exit_code == 0
-    names.write_text("only one")
+    trust = [float(cells[4]) for cells in shown]
+    assert trust == sorted(trust)  # least trusted first
+    state = np.load(tmp_path / "out" / "round_1" / "state.npy")
+    display = ["daisy, ox-eye"] + [f"species {c}" for c in range(1, 19)] + ["0019"]
+    for cells in shown:
+        i = int(cells[0].split("img")[1].removesuffix(".jpg"))
+        assert cells[1] == display[data.labels[i]]
+        assert cells[3] == STATES[state[i]]
+    names.write_text("0000, daisy\n0001\n")
     bad = runner.invoke(main, ["screen", "--features", str(tmp_path / "s.zarr"),
                                "--class-names", str(names), "--out", str(tmp_path / "o3")])  # fmt: skip
-    assert bad.exit_code == 1 and "has 1 names but the store has 20" in bad.output
+    assert bad.exit_code == 1 and "names.csv:2: expected 'folder, class name'" in bad.output
+    assert not (tmp_path / "o3").exists()
 
 
 def test_device_reaches_the_probe_and_is_checked():

@@ -70,7 +70,9 @@ def test_bad_loss_and_unknown_config_key(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"train": {"epochz": 1}}))
     result = _invoke("train", "--features", store, "--config", cfg, "--rounds", 0)
-    assert result.exit_code == 1 and "unknown train config keys ['epochz']" in result.output
+    assert result.exit_code == 1
+    assert "unknown key(s) epochz in config section 'config.train'; valid: " in result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_train_rerun_predict_eval(tmp_path):
@@ -138,3 +140,11 @@ def test_train_with_screening_rounds(tmp_path):
     assert f"suspects page: {run / 'rounds' / 'suspects.html'}" in result.output
     assert (run / "rounds" / "suspects.csv").is_file() and (run / "rounds" / "scores.npz").is_file()
     assert (run / "model.pt").exists()
+    # issue 14.1: re-running a screened run's config.json crashed (probe saved as a repr)
+    again = tmp_path / "runs" / "again"
+    result = _invoke("train", "--config", run / "config.json", "--out", again)
+    assert result.exit_code == 0, result.output
+    assert (again / "config.json").read_text() == (run / "config.json").read_text()
+    a = torch.load(run / "model.pt", weights_only=False)["head"]["state_dict"]
+    b = torch.load(again / "model.pt", weights_only=False)["head"]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from engine import paths
 from engine.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _command_line(stages, images, shards, out, quick, device) -> str:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("work/bench"),
+    default=paths.BENCH_OUT,
     show_default=True,
     help="Folder for bench.json and bench.png.",
 )

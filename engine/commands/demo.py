@@ -17,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from engine import paths
+
 # Small enough for < 3 minutes on a 2-core CPU with the real ViT-B/32, large enough for a tail.
 DEMO_CLASSES = 10
 DEMO_NOISE = 0.3
@@ -64,7 +66,7 @@ def resolve_weights(weights: str) -> str:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("work/demo"),
+    default=paths.DEMO_OUT,
     show_default=True,
     help="Folder for everything the demo writes (it is rebuilt).",
 )
@@ -81,71 +83,23 @@ def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) 
     """Generate sample data and run shard -> train -> predict -> eval -> bench on it."""
     import shutil
 
-    from shards.sample_data import make_sample_dataset
-
     total = time.perf_counter()
     weights = resolve_weights(weights)
     if out.exists():
         shutil.rmtree(out)
-    start = _step(f"1/6 generate sample data ({classes} classes, {DEMO_NOISE:.0%} wrong labels)")
-    info = make_sample_dataset(out / "data", n_classes=classes, noise=DEMO_NOISE, seed=seed)
-    counts = sorted(info.train_counts.values(), reverse=True)
-    click.echo(
-        f"   {sum(counts)} training files (per class {counts[0]} .. {counts[-1]}), "
-        f"{len(info.noisy)} with a wrong label, {len(info.odd_files)} odd or broken files, "
-        f"{len(info.test_labels)} test files"
-    )
-    _done(start)
+    info = _generate(out, classes, seed)
     shards = out / "shards"
     start = _step("2/6 shard: pack, repair, reject")
     _run(["shard", str(info.train_dir), "--out", str(shards / "train")])
     _run(["shard", str(info.test_dir), "--out", str(shards / "test")])
     _done(start)
     run = out / "runs" / "demo"
-    start = _step("3/6 train: cache features, screen labels (2 rounds), train last 2 blocks")
-    # Fewer epochs than the default (10 + 5) keep the demo under 3 minutes on a 2-core CPU
-    # (each screening round trains two cross-fitted tails); everything else is the default.
-    config = out / "demo_train.json"
-    config.write_text(json.dumps({"train": DEMO_EPOCHS}))
-    _run(
-        [
-            "train",
-            "--config",
-            str(config),
-            "--shards",
-            str(shards / "train"),
-            "--features",
-            str(out / "features" / "train.zarr"),
-            "--unfreeze-last",
-            "2",
-            "--rounds",
-            "2",
-            "--weights",
-            weights,
-            "--seed",
-            str(seed),
-            "--out",
-            str(run),
-        ]
-    )
-    _done(start)
+    _train(out, shards, run, weights, seed)
     pred = out / "pred_results.csv"
     start = _step("4/6 predict the test folder")
     _run(["predict", str(info.test_dir), "--model", str(run), "--out", str(pred)])
     _done(start)
-    start = _step("5/6 evaluate against the hidden test labels")
-    _run(
-        [
-            "eval",
-            str(pred),
-            str(info.root / "test_labels.csv"),
-            "--train-counts",
-            str(shards / "train" / "manifest.json"),
-            "--json",
-            str(run / "eval.json"),
-        ]
-    )
-    _done(start)
+    _evaluate(info, shards, run, pred)
     if with_bench:
         start = _step("6/6 bench (short)")
         _run(["bench", "--quick", "--stages", DEMO_BENCH_STAGES, "--out", str(out / "bench")])
@@ -160,3 +114,40 @@ def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) 
     hits, top = mislabeled_share(page.with_name("suspects.csv"), info.noisy, top=20)
     click.echo(f"suspects page: {page} (open it in a browser; {hits} of its {top} most suspicious "
                f"flagged files are truly mislabeled, per {info.root / 'train_truth.csv'})")  # fmt: skip
+
+
+def _generate(out: Path, classes: int, seed: int):
+    """Step 1: class folders with a long tail and wrong labels, and a test folder."""
+    from shards.sample_data import make_sample_dataset
+
+    start = _step(f"1/6 generate sample data ({classes} classes, {DEMO_NOISE:.0%} wrong labels)")
+    info = make_sample_dataset(out / "data", n_classes=classes, noise=DEMO_NOISE, seed=seed)
+    counts = sorted(info.train_counts.values(), reverse=True)
+    click.echo(
+        f"   {sum(counts)} training files (per class {counts[0]} .. {counts[-1]}), "
+        f"{len(info.noisy)} with a wrong label, {len(info.odd_files)} odd or broken files, "
+        f"{len(info.test_labels)} test files"
+    )
+    _done(start)
+    return info
+
+
+def _train(out: Path, shards: Path, run: Path, weights: str, seed: int) -> None:
+    """Step 3: features, 2 screening rounds and the last 2 blocks, with demo-sized epochs."""
+    start = _step("3/6 train: cache features, screen labels (2 rounds), train last 2 blocks")
+    # Fewer epochs than the default (10 + 5) keep the demo under 3 minutes on a 2-core CPU
+    # (each screening round trains two cross-fitted tails); everything else is the default.
+    config = out / "demo_train.json"
+    config.write_text(json.dumps({"train": DEMO_EPOCHS}))
+    _run(["train", "--config", str(config), "--shards", str(shards / "train"),
+          "--features", str(out / "features" / "train.zarr"), "--unfreeze-last", "2",
+          "--rounds", "2", "--weights", weights, "--seed", str(seed), "--out", str(run)])  # fmt: skip
+    _done(start)
+
+
+def _evaluate(info, shards: Path, run: Path, pred: Path) -> None:
+    """Step 5: score against the hidden labels (`eval --json` into the run redraws its report)."""
+    start = _step("5/6 evaluate against the hidden test labels")
+    _run(["eval", str(pred), str(info.root / "test_labels.csv"), "--train-counts",
+          str(shards / "train" / "manifest.json"), "--json", str(run / "eval.json")])  # fmt: skip
+    _done(start)

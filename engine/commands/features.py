@@ -12,18 +12,12 @@ from pathlib import Path
 
 import click
 
+from engine import paths
 from shards.decode import BACKENDS  # light: no torch until a loader is made
-
-DEFAULT_SHARDS = Path("work") / "shards" / "train"
-
-
-def default_store(shards: Path) -> Path:
-    """work/features/<split>.zarr, the split being the shard folder's name."""
-    return Path("work") / "features" / f"{Path(shards).resolve().name}.zarr"
 
 
 @click.command(name="features")
-@click.argument("shards", type=click.Path(path_type=Path), default=DEFAULT_SHARDS)
+@click.argument("shards", type=click.Path(path_type=Path), default=paths.SHARDS_TRAIN)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -97,7 +91,7 @@ def command(
         compile=compile_,
         force=force,
     )
-    out = out if out is not None else default_store(shards)
+    out = out if out is not None else paths.store_for(shards)
     path = extract(shards, out, cfg)
     if os.environ.get("RANK", "0") == "0":  # one line per job, not per torchrun rank
         click.echo(f"feature store -> {path} (depth {depth}, {views} view(s), weights {weights})")

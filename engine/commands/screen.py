@@ -2,8 +2,8 @@
 
     engine screen --features work/features/train.zarr --rounds 2 --out work/screen --show 20
 
-Rounds >= 1 here retrain the screening's own linear probe on the stored embeddings (k = 0,
-seconds): screening alone needs no tail training. `engine train --rounds R` plugs its own
+The run is `heads.screen_store.screen_store`: rounds >= 1 retrain the screening's own linear
+probe on the stored embeddings (k = 0, seconds). `engine train --rounds R` plugs its own
 trainer into the same rounds instead.
 """
 
@@ -14,37 +14,23 @@ from pathlib import Path
 
 import click
 
-from engine.errors import UserError
+from engine import paths
+from engine.commands.options import screen_extra_option
 
 log = logging.getLogger(__name__)
 
 
 def _class_names(path: Path | None, classes: list[str]) -> list[str]:
+    """Display name per class from a `folder, name` CSV (the format `engine train` reads)."""
     if path is None:
         return list(classes)
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(names) != len(classes):
-        raise UserError(
-            f"--class-names {path} has {len(names)} names but the store has {len(classes)} "
-            "classes; give one name per line, in class order"
-        )
+    from engine.classnames import names_in_class_order, read_class_names
+
+    names, missing = names_in_class_order(read_class_names(path), classes)
+    if missing:
+        log.warning("%d classes have no name in %s (e.g. %s): using the folder name",
+                    len(missing), path, missing[:3])  # fmt: skip
     return names
-
-
-def _inputs(store, text_embed: Path | None):
-    import numpy as np
-
-    from heads.screen import ScreenInputs
-
-    labels = np.asarray(store.labels, np.int64)
-    if (labels < 0).any():
-        raise UserError(f"{store.path} has unlabeled samples; screening needs a labeled split")
-    text = None
-    if text_embed is not None:
-        text = np.load(text_embed).astype(np.float32)
-        if text.shape != (len(store.classes), store.embed(slice(0, 1)).shape[1]):
-            raise UserError(f"--text-embed {text_embed} has shape {text.shape}; need (K, D)")
-    return ScreenInputs(store.embed().astype(np.float32), labels, len(store.classes), text)
 
 
 def format_suspicious(result, paths, labels, names, count: int) -> str:
@@ -68,37 +54,40 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 
 @click.command("screen")
 @click.option("--features", "store_path", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default="work/features/train.zarr", show_default=True, help="Feature store to screen.")  # fmt: skip
+              default=paths.FEATURES_TRAIN, show_default=True, help="Feature store to screen.")  # fmt: skip
 @click.option("--rounds", type=click.IntRange(0, 20), default=2, show_default=True,
               help="Rounds after round 0 (each retrains the probe on two cross-fitted halves).")  # fmt: skip
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default="work/screen", show_default=True, help="Folder for rounds and summary.json.")  # fmt: skip
+              default=paths.SCREEN_OUT, show_default=True, help="Folder for rounds and summary.json.")  # fmt: skip
 @click.option(
     "--show", type=click.IntRange(0), default=0, help="List the N most suspicious samples."
 )
 @click.option("--class-names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="One display name per class, in class order.")  # fmt: skip
+              help="CSV 'folder, name' per class: names shown by --show.")  # fmt: skip
 @click.option("--text-embed", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="(K, D) .npy of class text embeddings for the zero-shot signal.")  # fmt: skip
 @click.option("--suspects", type=click.IntRange(0), default=200, show_default=True,
               help="Cards on the suspects.html page written into --out.")  # fmt: skip
-@click.option("--shards", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Shards to read the page's thumbnails from (default: the store's).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
-def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects, shards, seed,
-            device):  # fmt: skip
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Shards the store was made from (refused if it was not); the "
+              "page's thumbnails come from them. [default: the store's]")  # fmt: skip
+@screen_extra_option
+def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects, seed, device,
+            shards, screen_extra):  # fmt: skip
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
+    from engine.config import from_dict
     from features.store import open_store
-    from heads.screen import ScreenConfig, run_screening
-    from heads.screen.page import write_screening_page
+    from heads.screen import ScreenConfig
+    from heads.screen_store import screen_store
 
-    store = open_store(store_path, model=None)
-    inputs = _inputs(store, text_embed)
-    names = _class_names(class_names, store.classes)
-    cfg = ScreenConfig(rounds=rounds, seed=seed, device=device)
-    result = run_screening(inputs, cfg, None, out_dir)
+    extras = {"extras": tuple(screen_extra)} if screen_extra else {}
+    cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
+    names = _class_names(class_names, open_store(store_path, model=None).classes)
+    result, store, inputs, page = screen_store(store_path, cfg, out_dir, text_embed=text_embed,
+                                               shards=shards, names=names, suspects=suspects)  # fmt: skip
     last = result.rounds[-1]["all"]
     click.echo(
         f"screened {len(inputs.labels)} samples in {len(result.rounds) - 1} rounds: "
@@ -106,8 +95,6 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects
         f"{last['relabeled']}, dropped {last['dropped']} (out-of-set {last['out_of_set']}); "
         f"saved to {out_dir}"
     )
-    page = write_screening_page(out_dir, result, store, suspects=suspects, store_path=store_path,
-                                shards=shards, names=names, settings=vars(cfg))  # fmt: skip
     if show:
         click.echo(format_suspicious(result, store.paths, inputs.labels, names, show))
     click.echo(f"suspects page: {page.html}" + (f" ({page.note})" if page.note else ""))

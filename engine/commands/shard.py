@@ -10,7 +10,20 @@ from pathlib import Path
 
 import click
 
+from engine import paths
 from shards.config import DEFAULT_SHARD_SIZE, DEFAULT_SHORT_SIDE
+
+# ShardConfig refuses smaller short sides (a 224 px model input needs some margin).
+MIN_SHORT_SIDE = 32
+
+
+def check_short_side(ctx, param, value: int) -> int:
+    """0 (keep every size) or at least MIN_SHORT_SIDE pixels, named as the option."""
+    if value != 0 and value < MIN_SHORT_SIDE:
+        raise click.BadParameter(
+            f"must be 0 (keep every size) or >= {MIN_SHORT_SIDE} pixels, got {value}"
+        )
+    return value
 
 
 @click.command(name="shard")
@@ -23,13 +36,21 @@ from shards.config import DEFAULT_SHARD_SIZE, DEFAULT_SHORT_SIDE
 )
 @click.option(
     "--short-side",
-    type=int,
+    type=click.IntRange(min=0),
     default=DEFAULT_SHORT_SIDE,
+    callback=check_short_side,
     show_default=True,
     help="Downscale images whose short side is larger (0 = keep every size).",
 )
-@click.option("--workers", type=int, default=None, help="Worker processes. [default: all cores]")
-@click.option("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes. [default: all cores]",
+)
+@click.option(
+    "--shard-size", type=click.IntRange(min=1), default=DEFAULT_SHARD_SIZE, show_default=True
+)
 @click.option(
     "--labeled/--unlabeled",
     default=None,
@@ -53,7 +74,7 @@ def command(src, out, short_side, workers, shard_size, labeled, force) -> None:
         labeled=labeled,
         force=force,
     )
-    out = out if out is not None else Path("work") / "shards" / Path(src).resolve().name
+    out = out if out is not None else paths.shards_for(src)
     manifest = pack(Path(src), out, cfg)
     _echo_summary(manifest, out)
 

@@ -1,0 +1,248 @@
+"""The whole `engine train` run: inputs checked, store built, screening rounds, LP-FT, export.
+
+    cfg = run_config_from({"rounds": 0, "train": {"unfreeze_last": 2}})
+    run = run_training(cfg, out=None)      # work/runs/<timestamp>/ with model.pt, metrics, ...
+
+A run folder is created only once every input is validated (config, class names, store,
+weights, output folder), so a refused run leaves nothing behind. A run that fails later is
+marked (`failed.json` with the error) or, when it holds nothing to resume, removed; `latest`
+moves only to a finished run. `config.json` is `to_dict(RunConfig)`, so
+`engine train --config RUN/config.json` re-makes the run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import paths
+from engine.config import from_dict, to_dict
+from engine.errors import UserError
+from engine.lock import hold_output_lock
+from heads.config import TrainConfig
+from heads.screen import ScreenConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+FAILED_FILE = "failed.json"
+
+
+@dataclass
+class RunConfig:
+    """Everything one `engine train` run needs; written to the run's config.json."""
+
+    # The feature store; built from `shards` when missing (DESIGN's default layout).
+    features: str = str(paths.FEATURES_TRAIN)
+    shards: str = str(paths.SHARDS_TRAIN)
+    # Folder of run folders and the `latest` pointer.
+    runs: str = str(paths.RUNS)
+    # CLIP weights: the store's own when it exists (its name is what is stamped here).
+    weights: str = "openai"
+    # Optional `folder, name` CSV: zero-shot signal and text-initialised head.
+    class_names: str | None = None
+    # Round 0 (frozen signals) + 2 cross-fitted rounds; rounds stop early anyway once fewer
+    # than ~1% of samples change state (ScreenConfig.stop_change).
+    rounds: int = 2
+    train: TrainConfig = field(default_factory=TrainConfig)
+    screen: ScreenConfig = field(default_factory=ScreenConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rounds <= 20:
+            raise UserError(f"rounds (--rounds) must be in 0..20, got {self.rounds}")
+        # Run-wide keys win over the screen section's own copies (one seed, one device).
+        own = {"rounds": self.rounds, "seed": self.train.seed, "device": self.train.device}
+        if any(getattr(self.screen, k) != v for k, v in own.items()):
+            self.screen = dataclasses.replace(self.screen, **own)
+
+
+def default_loss(rounds: int) -> str:
+    """The loss when none is chosen: robust GCE on raw noisy labels; plain (logit-adjusted)
+    CE once screening has cleaned them, since GCE underfits the soft relabel targets
+    (bench/NOISY.md: 66.3 vs 61.6 top-1 at 200 classes, imbalance 20, 30% noise)."""
+    return "gce" if rounds == 0 else "ce"
+
+
+def run_config_from(settings: dict) -> RunConfig:
+    """A RunConfig from merged settings (a config.json plus options); unknown keys refused."""
+    if not isinstance(settings, dict):
+        raise UserError(f"--config must hold a JSON object, got {type(settings).__name__}")
+    settings = dict(settings)
+    rounds = settings.get("rounds", RunConfig.rounds)
+    train = dict(settings.get("train") or {})
+    train.setdefault("loss", default_loss(int(rounds) if isinstance(rounds, int) else 1))
+    settings["train"] = train
+    return from_dict(RunConfig, settings, where="config")
+
+
+def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
+    """Train, export and report one run; returns its folder (see the module docstring)."""
+    from heads.data import load_features
+    from heads.inputs import backbone_weights, ensure_store
+
+    names = _read_names(cfg.class_names)
+    runs = paths.writable_dir(Path(cfg.runs), "--runs")
+    if out is not None:
+        paths.writable_dir(Path(out), "--out")
+    store = ensure_store(Path(cfg.features), Path(cfg.shards), cfg.train.unfreeze_last, cfg.weights)
+    data = load_features(store)
+    _check_depth(cfg.train.unfreeze_last, data.depth, store)
+    weights = backbone_weights(data.attrs, cfg.weights, need=cfg.train.unfreeze_last > 0)
+    cfg.weights = _stamp(data.attrs, weights)
+    clip = _backbone(data.attrs, weights)
+    head_init = _text_head(clip, data.classes, names, weights)
+    run, created = _make_run(runs, out)
+    hold_output_lock(run, what="run folder")  # one writer per run folder, until exit
+    try:
+        _train_in(run, cfg, data, store, names, clip, head_init)
+    except BaseException as err:
+        _mark_failed(run, created, err)
+        raise
+    if run.parent.resolve() == runs.resolve():
+        from engine.runs import point_latest
+
+        point_latest(run)
+    return run
+
+
+def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_init) -> None:
+    """Screening rounds, the final fit, model.pt, metrics and the report, in `run`."""
+    from engine.jsonfile import write_json
+    from engine.runs import append_jsonl
+    from heads.export import save_model
+    from heads.trainer import fit
+
+    write_json(run / CONFIG_FILE, to_dict(cfg))
+    (run / FAILED_FILE).unlink(missing_ok=True)
+    targets, weights = _screen(cfg, data, store, names, clip, head_init, run)
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        append_jsonl(run / "metrics.jsonl", metrics)
+
+    trained = fit(data, cfg.train, targets, weights, on_epoch=on_epoch, clip=clip,
+                  head_init=head_init, checkpoint_dir=run / "checkpoint")  # fmt: skip
+    save_model(run, trained, clip, preprocess=data.attrs.get("preprocess"))
+    write_json(run / "metrics.json", {"history": trained.history, "store": str(store)})
+    from engine.report import write_report
+
+    write_report(run)
+
+
+def _read_names(class_names: str | None) -> dict[str, str] | None:
+    if not class_names:
+        return None
+    from engine.classnames import read_class_names
+
+    return read_class_names(Path(class_names))
+
+
+def _check_depth(k: int, depth: int, store: Path) -> None:
+    if k > depth:
+        raise UserError(
+            f"--unfreeze-last {k} is larger than the depth {depth} of the feature store "
+            f"{store}; rebuild features with `engine features SHARDS --unfreeze-last {k} "
+            f"--out {store}` (or delete it and re-run train)"
+        )
+
+
+def _stamp(attrs: dict, weights: str | None) -> str:
+    """The weights config.json records: what made the store (its file's path when it is a
+    file at hand, so `--config` finds it again), never the option's default."""
+    return weights or (attrs.get("weights") or {}).get("name") or "unknown"
+
+
+def _backbone(attrs: dict, weights: str | None):
+    if weights is None:
+        return None
+    from heads.inputs import load_backbone
+
+    return load_backbone(attrs, weights)
+
+
+def _text_head(clip, classes: list[str], names: dict[str, str] | None, weights: str | None):
+    """(K, 512) text embeddings of the class names, or None (prototype init, no zero-shot)."""
+    if names is None:
+        return None
+    if weights == "random" or clip is None:
+        log.warning(
+            "--class-names ignored: with %s the zero-shot signal and the text-initialised "
+            "head are off (they would be noise); the head starts from class prototypes",
+            "--weights random" if weights == "random" else "no text tower at hand",
+        )
+        return None
+    from engine.classnames import names_in_class_order
+    from features.text import class_text_embeddings
+
+    ordered, missing = names_in_class_order(names, classes)
+    if missing:
+        log.warning("%d classes have no name in --class-names (e.g. %s): using the folder "
+                    "name", len(missing), missing[:3])  # fmt: skip
+    emb = class_text_embeddings(clip, ordered)
+    return emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb
+
+
+def _make_run(runs: Path, out: Path | None) -> tuple[Path, bool]:
+    """(run folder, whether this call created it); an existing --out is resumed."""
+    from engine.runs import make_run_dir
+
+    if out is None:
+        return make_run_dir(runs), True
+    run = Path(out)
+    created = not run.exists()
+    run.mkdir(parents=True, exist_ok=True)
+    return run, created
+
+
+def _mark_failed(run: Path, created: bool, err: BaseException) -> None:
+    """Remove a run this call created that holds nothing to resume; else mark it failed."""
+    left = {p.name for p in run.iterdir()} - {CONFIG_FILE}
+    if created and not left:
+        shutil.rmtree(run, ignore_errors=True)
+        return
+    from engine.jsonfile import write_json
+
+    try:
+        write_json(run / FAILED_FILE, {"error": f"{type(err).__name__}: {err}"})
+    except OSError:
+        log.warning("could not mark %s as failed", run)
+
+
+def make_train_fn(data, cfg: TrainConfig, clip, head_init):
+    """`train_fn(train_idx, targets (N, K), weights (N,)) -> predict_fn(idx) -> (n, K) logits`,
+    the trainer as screening rounds call it (cross-fitting: train on one half, score the other)."""
+    from heads.trainer import fit
+
+    def train_fn(train_idx, targets, weights):
+        model = fit(data, cfg, targets, weights, indices=train_idx, clip=clip, head_init=head_init)
+
+        def predict_fn(idx):
+            return model.predict_logits(data, idx)
+
+        return predict_fn
+
+    return train_fn
+
+
+def _screen(cfg: RunConfig, data, store: Path, names, clip, head_init, run: Path):
+    """Targets and weights from `rounds` screening rounds; (None, None) for rounds = 0."""
+    if cfg.rounds == 0:
+        return None, None
+    import numpy as np
+
+    from heads.screen import ScreenInputs, run_screening
+    from heads.tensors import read_rows
+
+    rows = np.arange(data.num_samples)
+    embed = read_rows(data.embed, None, rows).astype(np.float32)  # (N, D)
+    inputs = ScreenInputs(embed, data.labels, num_classes=len(data.classes), text_embed=head_init)
+    train_fn = make_train_fn(data, cfg.train, clip, head_init)
+    result = run_screening(inputs, cfg.screen, train_fn, run / "rounds")
+    from heads.screen.page import write_screening_page
+
+    page = write_screening_page(run / "rounds", result, data, store_path=store, shards=cfg.shards,
+                                names=names, settings=to_dict(cfg.screen))  # fmt: skip
+    log.info("suspects page: %s%s", page.html, f" ({page.note})" if page.note else "")
+    return result.targets, result.weights

@@ -1,0 +1,53 @@
+"""`engine screen`: noisy-label screening alone on a feature store (no tail training).
+
+    result, store, inputs = screen_store(Path("work/features/train.zarr"), ScreenConfig(),
+                                         Path("work/screen"), shards=Path("work/shards/train"))
+
+Rounds >= 1 retrain the screening's own linear probe on the stored embeddings (k = 0,
+seconds). With `shards`, the store must have been made from them (`heads.inputs`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import UserError
+
+
+def screening_inputs(store, text_embed: Path | None):
+    """`ScreenInputs` of a store: (N, D) embeddings, (N,) labels, optional (K, D) text."""
+    from heads.screen import ScreenInputs
+
+    labels = np.asarray(store.labels, np.int64)
+    if (labels < 0).any():
+        raise UserError(f"{store.path} has unlabeled samples; screening needs a labeled split")
+    text = None
+    if text_embed is not None:
+        text = np.load(text_embed).astype(np.float32)
+        if text.shape != (len(store.classes), store.embed(slice(0, 1)).shape[1]):
+            raise UserError(f"--text-embed {text_embed} has shape {text.shape}; need (K, D)")
+    return ScreenInputs(store.embed().astype(np.float32), labels, len(store.classes), text)
+
+
+def screen_store(store_path: Path, cfg, out_dir: Path, *, text_embed: Path | None = None,
+                 shards: Path | None = None, names=None, suspects: int = 200):  # fmt: skip
+    """(ScreenResult, FeatureStore, ScreenInputs, SuspectsFiles) of `cfg.rounds` rounds saved
+    in `out_dir`, with the suspects page (`heads.screen.page`) beside them."""
+    from engine import paths
+    from engine.config import to_dict
+    from features.store import open_store
+    from heads.inputs import check_store_matches
+    from heads.screen import run_screening
+    from heads.screen.page import write_screening_page
+
+    paths.writable_dir(Path(out_dir), "--out")
+    store = open_store(Path(store_path), model=None)
+    if shards is not None:
+        check_store_matches(store.attrs, Path(store_path), Path(shards))
+    inputs = screening_inputs(store, text_embed)
+    result = run_screening(inputs, cfg, None, out_dir)
+    page = write_screening_page(out_dir, result, store, suspects=suspects, store_path=store_path,
+                                shards=shards, names=names, settings=to_dict(cfg))  # fmt: skip
+    return result, store, inputs, page
