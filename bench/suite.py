@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import PeakMemory
+from engine.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,14 @@ TITLES = (
 DEVICES = ("cpu", "cuda")
 
 StageFn = Callable[["BenchContext"], list[dict]]
-STAGES: dict[str, StageFn] = {}
+# Registration order is the bench's order; a second stage under one name is refused.
+STAGES: Registry[StageFn] = Registry("bench stage", error=ValueError)
 
 
 def stage(name: str):
     """Register a stage function under `name` (the order of registration is the bench's order)."""
 
-    def wrap(fn: StageFn) -> StageFn:
-        STAGES[name] = fn
-        return fn
-
-    return wrap
+    return STAGES.register(name)
 
 
 @dataclass
@@ -193,14 +191,13 @@ def stage_module(name: str):
 
 def run_stage(name: str, ctx: BenchContext) -> list[dict]:
     """Rows of one stage with its peak memory; an error becomes a row instead of a crash."""
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}")
+    stage_fn = STAGES.get(name)  # ValueError naming the valid stages
     log.info("bench stage %s ...", name)
     start = time.perf_counter()
     # A failing stage module must not end the whole bench; the traceback goes to the log.
     try:
         with PeakMemory() as mem:
-            rows = STAGES[name](ctx)
+            rows = stage_fn(ctx)
     except Exception as err:  # noqa: BLE001
         log.exception("bench stage %s failed", name)
         return [error_row(name, err)]

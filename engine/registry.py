@@ -7,7 +7,7 @@
 
     HEADS.get("cosine"), HEADS.names()   # -> CosineHead, ["cosine"]
 
-Heads, losses, screening signals and screening extras each keep one; those whose names a
+Heads, losses, screening signals, screening extras and bench stages each keep one; those whose names a
 user types pass `error=UserError`, so a bad name becomes one line at the CLI. A leaf module:
 it imports nothing of the project, so every package may use it.
 """
@@ -51,6 +51,13 @@ class Registry(Generic[T]):
             raise self.error(f"unknown {self.kind} {name!r}; choose one of {self.names()}")
         return self._items[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        """Names in registration order, as iterating a dict gives them."""
+        return iter(list(self._items))
+
     def names(self) -> list[str]:
         """Registered names, sorted (what a CLI offers as choices)."""
         return sorted(self._items)
@@ -58,6 +65,3 @@ class Registry(Generic[T]):
     def items(self) -> Iterator[tuple[str, T]]:
         """(name, object) pairs in registration order (the order signals are combined in)."""
         return iter(list(self._items.items()))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items

@@ -51,3 +51,14 @@ def test_project_registries_refuse_duplicates():
         UserError, match=r"unknown loss 'mse'; choose one of \['ce', 'gce', 'sce'\]"
     ):
         LOSSES.get("mse")
+
+
+def test_bench_stages_refuse_a_duplicate_and_keep_their_order():
+    from bench import suite
+
+    names = list(suite.STAGES)
+    assert names[:3] == ["shard", "decode", "trunk"] and names[-1] == "host"
+    with pytest.raises(ValueError, match="bench stage 'shard' is already registered"):
+        suite.stage("shard")(lambda ctx: [])
+    with pytest.raises(ValueError, match=r"unknown bench stage 'nope'; choose one of \["):
+        suite.run_stage("nope", None)
