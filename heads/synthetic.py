@@ -160,6 +160,16 @@ def _space(rng, num_species: int, num_genera: int, dim: int, *, spread: float, s
     return means, genus, style, offset
 
 
+def _folders(rng, counts: np.ndarray, noise: float, mix: np.ndarray):
+    """Given labels (N,) of folders of `counts` images and each image's kind (N,): 0 clean,
+    1 uniform flip, 2 similar flip, 3 out-of-set; draws in the first version's order."""
+    given = np.repeat(np.arange(len(counts)), counts)
+    kinds = np.zeros(len(given), dtype=np.int8)
+    noisy_idx = rng.choice(len(given), size=int(round(noise * len(given))), replace=False)
+    kinds[noisy_idx] = rng.choice([1, 2, 3], size=len(noisy_idx), p=mix / mix.sum())
+    return given, kinds
+
+
 def make_noisy_features(
     *,
     num_classes: int = 200,
@@ -193,11 +203,9 @@ def make_noisy_features(
         nuisance: norm of the shared class-free variation (rank D / 16).
         test_per_class: clean test images per class.
         text_noise: noise norm of the simulated class-name text embeddings.
-        flip_prior: how the true class of a flipped image is drawn: "uniform" over the
-            (sibling) classes, the worst case for the tail (a rare species is misfiled into
-            other folders as often as a common one, so its true images outnumber its own
-            folder); or "size", in proportion to folder sizes (a species' images turn up in
-            other folders as often as it is photographed, which is what sized its folder).
+        flip_prior: how a flipped image's true class is drawn: "uniform" over the (sibling)
+            classes, the tail's worst case (a rare species is misfiled as often as a common
+            one); or "size", in proportion to folder sizes (as often as it is photographed).
         seed: everything is a function of it.
     """
     mix = _check_options(flip_prior, noise, noise_mix)
@@ -210,11 +218,7 @@ def make_noisy_features(
     in_means, genus = means[:num_classes], genus[:num_classes]
 
     counts = rng.permutation(long_tail_counts(num_classes, max_per_class, imbalance))
-    given = np.repeat(np.arange(num_classes), counts)
-    kinds = np.zeros(len(given), dtype=np.int8)
-    noisy_idx = rng.choice(len(given), size=int(round(noise * len(given))), replace=False)
-    kinds[noisy_idx] = rng.choice([1, 2, 3], size=len(noisy_idx), p=mix / mix.sum())
-
+    given, kinds = _folders(rng, counts, noise, mix)
     popularity = counts.astype(np.float64) if flip_prior == "size" else None
     true = _noisy_true_classes(rng, given, kinds, genus, popularity)
     outside = num_classes + rng.integers(0, num_outside, len(given))
@@ -225,6 +229,11 @@ def make_noisy_features(
     test_labels = np.repeat(np.arange(num_classes), test_per_class)
     test_embed = _draw(rng, in_means, test_labels, sigma, style, offset)
     text = _unit(in_means + rng.standard_normal(in_means.shape) * text_noise / np.sqrt(dim))
+    return _noisy_set(embed, given, true, kinds, test_embed, test_labels, text, genus)
+
+
+def _noisy_set(embed, given, true, kinds, test_embed, test_labels, text, genus) -> NoisySet:
+    """The arrays in NoisySet's dtypes; `is_noisy` where the given label is not the truth."""
     return NoisySet(
         embed=embed,
         labels=given.astype(np.int64),

@@ -227,6 +227,24 @@ def _select(data, targets, weights, indices):
     return rows, targets[rows], weights[rows]
 
 
+def _make_problem(tgt: np.ndarray, wts: np.ndarray, device: torch.device) -> _Problem:
+    """Targets (n, K), weights (n,) and their class prior, on the training device."""
+    return _Problem(
+        targets=torch.from_numpy(tgt).to(device),
+        weights=torch.from_numpy(wts).to(device),
+        log_prior=log_class_prior(torch.from_numpy(tgt), torch.from_numpy(wts)).to(device),
+        device=device,
+    )
+
+
+def _initial_head(cfg, data, embed_rows, tgt, wts, head_init, device) -> nn.Module:
+    """The head, initialised from `head_init` (K, D) or else the weighted class prototypes."""
+    init = head_init if head_init is not None else class_prototypes(embed_rows, tgt, wts)
+    head = make_head(cfg.head, len(data.classes), embed_rows.shape[1], cfg.temperature)
+    head.reset_classifier(len(data.classes), weight=torch.as_tensor(init))
+    return head.to(device).train()
+
+
 def fit(
     store,
     cfg: TrainConfig,
@@ -256,17 +274,9 @@ def fit(
     _check_depth(data, k)
     device = T.resolve_device(cfg.device)
     rows, tgt, wts = _select(data, targets, weights, indices)
-    problem = _Problem(
-        targets=torch.from_numpy(tgt).to(device),
-        weights=torch.from_numpy(wts).to(device),
-        log_prior=log_class_prior(torch.from_numpy(tgt), torch.from_numpy(wts)).to(device),
-        device=device,
-    )
+    problem = _make_problem(tgt, wts, device)
     embed_rows = T.read_rows(data.embed, None, rows).astype(np.float32)  # (n, D)
-    init = head_init if head_init is not None else class_prototypes(embed_rows, tgt, wts)
-    head = make_head(cfg.head, len(data.classes), embed_rows.shape[1], cfg.temperature)
-    head.reset_classifier(len(data.classes), weight=torch.as_tensor(init))
-    head.to(device).train()
+    head = _initial_head(cfg, data, embed_rows, tgt, wts, head_init, device)
 
     visual = tail = tokens = None
     if k > 0:

@@ -11,34 +11,24 @@ with the same name up to the first dot of the basename. Keys never contain space
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
-from shards.format import split_name
+from shards.format import scan_tar
 
 INDEX_VERSION = "v1.2"
 
 
 def index_lines(tar_path: Path) -> list[str]:
-    """The index file's lines (without newlines) for one tar."""
-    samples: list[list[str]] = []
-    last_sample = None
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if not member.isreg():
-                continue
-            sample, ext = split_name(member.name)
-            if not sample or sample.endswith("/"):  # hidden files, as wds2idx skips them
-                continue
-            part = f"{ext} {member.offset_data} {member.size} {member.name}"
-            if sample != last_sample:
-                samples.append([part])
-                last_sample = sample
-            else:
-                samples[-1].append(part)
+    """The index file's lines (without newlines) for one tar, from the one tar-header walk
+    (`shards.format.scan_tar`); a member's name is its key, a dot and its extension."""
+    samples = scan_tar(Path(tar_path))
     if not samples:
         raise ValueError(f"no samples in {tar_path}: DALI cannot index an empty shard")
-    return [f"{INDEX_VERSION} {len(samples)}", *(" ".join(parts) for parts in samples)]
+    lines = [
+        " ".join(f"{ext} {offset} {size} {key}.{ext}" for ext, (offset, size) in members.items())
+        for key, members in samples
+    ]
+    return [f"{INDEX_VERSION} {len(samples)}", *lines]
 
 
 def write_dali_index(tar_path: Path, idx_path: Path) -> int:
