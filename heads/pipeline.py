@@ -21,7 +21,7 @@ from pathlib import Path
 from engine import paths
 from engine.config import from_dict, to_dict
 from engine.errors import UserError
-from engine.lock import hold_output_lock
+from engine.lock import output_lock
 from heads.config import TrainConfig
 from heads.screen import ScreenConfig
 
@@ -95,12 +95,12 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     clip = _backbone(data.attrs, weights)
     head_init = _text_head(clip, data.classes, names, weights)
     run, created = _make_run(runs, out)
-    hold_output_lock(run, what="run folder")  # one writer per run folder, until exit
-    try:
-        _train_in(run, cfg, data, store, names, clip, head_init)
-    except BaseException as err:
-        _mark_failed(run, created, err)
-        raise
+    with output_lock(run, wait=False, what="run folder"):  # one writer per run folder
+        try:
+            _train_in(run, cfg, data, store, names, clip, head_init)
+        except BaseException as err:
+            _mark_failed(run, created, err)
+            raise
     if run.parent.resolve() == runs.resolve():
         from engine.runs import point_latest
 
