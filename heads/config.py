@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from engine.errors import UserError
+from heads.losses import GCE_Q
 
 HEAD_KINDS = ("cosine", "linear")
 
@@ -67,7 +68,7 @@ class TrainConfig:
     # tau = 1 is the Bayes-optimal shift for a balanced test set (Menon et al. 2021).
     tau: float = 1.0
     # q = 0.5 sits between CE (fits noise) and MAE (underfits many classes).
-    gce_q: float = 0.5
+    gce_q: float = GCE_Q
     # Wang et al. 2019 with many classes: CE carries the learning, RCE the robustness.
     sce_alpha: float = 1.0
     sce_beta: float = 1.0

@@ -35,14 +35,15 @@ def parse_stages(text: str) -> list[str]:
     return names
 
 
-def resolve_device(device: str) -> str:
+def _bench_device(device: str) -> str:
+    """ "cpu" or "cuda" (the bench's device type), refusing --device cuda without a GPU."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    from heads.tensors import resolve_device
+
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA GPU is visible; use --device cpu or auto")
-    return device
+    return resolve_device(device).type
 
 
 def _command_line(stages, images, shards, out, quick, device) -> str:
@@ -105,7 +106,7 @@ def command(stages: str, images, shards, out: Path, quick: bool, device: str) ->
     from bench.suite import BenchSettings, run_suite
 
     settings = BenchSettings(
-        images=images, quick=quick, device=resolve_device(device), shards=shards
+        images=images, quick=quick, device=_bench_device(device), shards=shards
     )
     rows = run_suite(names, settings)
     payload = write_outputs(

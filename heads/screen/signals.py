@@ -14,7 +14,6 @@ that is not the student), except `model_probs`, which rounds >= 1 feed with cros
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from heads.classes import class_prototypes, class_ranks
 from heads.tensors import float32_on, resolve_device
+from shards.cpus import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,8 @@ def for_row_blocks(fn, num_rows: int) -> None:
     """Call `fn(rows)` for blocks of rows on all cores (NumPy releases the GIL in its loops):
     at 300k x 1500 one (N, K) pass is 1.8 GB, seconds on one core."""
     blocks = [slice(lo, lo + _BLOCK_ROWS) for lo in range(0, num_rows, _BLOCK_ROWS)]
-    with ThreadPoolExecutor(max(1, min(len(blocks), _cores()))) as pool:
+    with ThreadPoolExecutor(max(1, min(len(blocks), available_cpus()))) as pool:
         list(pool.map(fn, blocks))  # list(): re-raise the first error of any block
-
-
-def _cores() -> int:
-    """Cores this process may use (its CPU affinity where the OS reports one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def softmax(logits: np.ndarray, *, temperature: float = 1.0) -> np.ndarray:
