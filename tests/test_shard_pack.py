@@ -216,3 +216,14 @@ def test_layout_detection_and_user_errors(tmp_path):
         writer.pack(mixed, tmp_path / "out", ShardConfig(workers=1, labeled=False))
     with pytest.raises(UserError, match="shard_size"):
         ShardConfig(shard_size=0)
+
+
+def test_pack_workers_do_not_import_the_writer():
+    """A spawned worker imports whatever its pickled initializer and task name: the writer
+    pulls in webdataset and torch (~1.7 s per worker), so neither may live in shards.writer."""
+    import pickle
+
+    from shards import writer
+
+    assert b"shards.writer" not in pickle.dumps(writer._ignore_sigint)
+    assert b"shards.writer" not in pickle.dumps(writer.prepare_image)
