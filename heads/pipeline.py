@@ -126,7 +126,7 @@ def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_in
                   head_init=head_init, checkpoint_dir=run / "checkpoint")  # fmt: skip
     save_model(run, trained, clip, preprocess=data.attrs.get("preprocess"))
     write_json(run / "metrics.json", {"history": trained.history, "store": str(store)})
-    from engine.report import write_report
+    from heads.report import write_report
 
     write_report(run)
 

@@ -1,4 +1,4 @@
-"""`engine.report`: report.png from a run folder written in the other stages' own formats."""
+"""`heads.report`: report.png from a run folder written in the other stages' own formats."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from engine.jsonfile import write_json
-from engine.report import TITLES, build_figure, load_run, write_report
 from engine.runs import append_jsonl
 from heads.metrics import evaluate
+from heads.report import TITLES, build_figure, load_run, write_report
 from heads.screen.partition import STATES
 from heads.screen.suspects import write_scores
 

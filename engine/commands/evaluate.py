@@ -113,7 +113,7 @@ def command(pred: Path, labels: Path, train_counts: Path | None, json_out: Path 
     click.echo(format_report(report))
     if json_out:
         write_json(json_out, report)
-        from engine.report import refresh_report
+        from heads.report import refresh_report
 
         if refresh_report(json_out):  # into a run folder: its report.png gains the accuracy panel
             click.echo(f"report: {json_out.parent / 'report.png'}")

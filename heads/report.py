@@ -1,6 +1,6 @@
 """`report.png` of a run folder: one figure that shows what happened, panel by panel.
 
-    from engine.report import write_report
+    from heads.report import write_report
     write_report(run_dir)                       # -> run_dir/report.png
 
 Panels: class counts (the long tail), screening scores by state, per-round counts, training
