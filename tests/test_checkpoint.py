@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_heads_helpers import interrupted_fit
 
 from engine.errors import UserError
 from heads.checkpoint import CHECKPOINT
@@ -47,15 +48,7 @@ def test_checkpoint_is_plain_and_resumes_with_weights_only(tmp_path):
     cfg = TrainConfig(epochs_lp=3, batch_size=4)
     reference = fit(_data(), cfg).predict_logits(_data())
 
-    class Stop(Exception):
-        pass
-
-    def stop(epoch, metrics):
-        if epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(_data(), cfg, checkpoint_dir=tmp_path, on_epoch=stop)
+    interrupted_fit(_data(), cfg, tmp_path, after_epoch=1)
     torch.load(tmp_path / CHECKPOINT, weights_only=True)  # tensors and plain data only
     seen = []
     resumed = fit(_data(), cfg, checkpoint_dir=tmp_path, on_epoch=lambda e, m: seen.append(e))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_heads_helpers import interrupted_fit
 
 from heads import head_batch as HB
 from heads import trainer
@@ -98,15 +99,7 @@ def test_a_resumed_run_keeps_the_batch_its_checkpoint_was_made_with(probing, tmp
     cfg = TrainConfig(epochs_lp=3)
     reference = fit(data, cfg).predict_logits(data)  # probes 1024
 
-    class Stop(Exception):
-        pass
-
-    def stop(epoch, metrics):
-        if epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(data, cfg, checkpoint_dir=tmp_path, on_epoch=stop)
+    interrupted_fit(data, cfg, tmp_path, after_epoch=1)
     probing["curve"] = lambda b: b * 1e-7  # this time the probe would keep 512
     resumed = fit(data, cfg, checkpoint_dir=tmp_path)
     assert resumed.cfg.batch_size == 1024

@@ -73,3 +73,21 @@ def write_store(path: Path, data: FeatureData, weights: str = "random") -> Path:
         }
     )
     return path
+
+
+class StopFit(Exception):
+    """Raised from `on_epoch` to stop a fit the way a crash would, after a checkpoint."""
+
+
+def interrupted_fit(data, cfg, checkpoint_dir, *, after_epoch: int = 1) -> None:
+    """`fit` with a checkpoint folder, stopped once epoch `after_epoch` has finished."""
+    import pytest
+
+    from heads.trainer import fit
+
+    def stop(epoch, metrics):
+        if epoch == after_epoch:
+            raise StopFit
+
+    with pytest.raises(StopFit):
+        fit(data, cfg, checkpoint_dir=checkpoint_dir, on_epoch=stop)
