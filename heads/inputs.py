@@ -142,6 +142,14 @@ def backbone_weights(attrs: dict, given: str, need: bool) -> str | None:
         UserError: `need` and the store's weights are a file other than `given`.
     """
     name = (attrs.get("weights") or {}).get("name") or given
+    if given not in (name, OPENAI) and Path(given).name != name:
+        # The tail must continue the trunk that made the tokens: the store's weights win.
+        # ("openai" is also the default, so only a --weights other than it can be reported.)
+        log.warning(
+            "--weights %s is not what made the feature store (%r): the run uses the store's",
+            given,
+            name,
+        )
     if name in (OPENAI, RANDOM):
         return name
     if Path(given).is_file() and Path(given).name == name:
