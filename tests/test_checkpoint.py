@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import interrupted_fit
+from test_heads_helpers import RunsCode, interrupted_fit
 
 from engine.errors import UserError
 from heads.checkpoint import CHECKPOINT
@@ -23,16 +21,6 @@ def _data() -> FeatureData:
     rng = np.random.default_rng(0)
     embed = rng.standard_normal((12, 8)).astype(np.float16)
     return FeatureData(embed=embed, labels=np.arange(12) % 3, classes=CLASSES)
-
-
-class _RunsCode:
-    """Unpickling this creates a file: what a hostile checkpoint could do with any callable."""
-
-    def __init__(self, marker) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
 
 
 def test_finished_model_removes_the_checkpoint(tmp_path):
@@ -58,7 +46,7 @@ def test_checkpoint_is_plain_and_resumes_with_weights_only(tmp_path):
 
 def test_a_checkpoint_carrying_code_is_refused_in_one_line(tmp_path):
     marker = tmp_path / "code-ran"
-    torch.save({"epoch": 1, "head": _RunsCode(marker)}, tmp_path / CHECKPOINT)
+    torch.save({"epoch": 1, "head": RunsCode(marker)}, tmp_path / CHECKPOINT)
     with pytest.raises(UserError, match="refused") as err:
         fit(_data(), TrainConfig(epochs_lp=1, batch_size=4), checkpoint_dir=tmp_path)
     assert "\n" not in str(err.value) and f"delete {tmp_path / CHECKPOINT}" in str(err.value)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import open_clip
 import pytest
 import torch
-from test_heads_helpers import features_from_images, write_store
+from test_heads_helpers import RunsCode, features_from_images, write_store
 
 from engine.errors import UserError
 from heads.config import TrainConfig
@@ -107,19 +105,9 @@ def test_load_model_errors(tmp_path):
         load_model(tmp_path)
 
 
-class _RunsCode:
-    """Unpickling this creates a file: what a hostile model.pt could do with any callable."""
-
-    def __init__(self, marker) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_a_model_carrying_code_is_refused_in_one_line(tmp_path):
     marker = tmp_path / "code-ran"
-    torch.save({"format": "engine.model/2", "head": _RunsCode(marker)}, tmp_path / "model.pt")
+    torch.save({"format": "engine.model/2", "head": RunsCode(marker)}, tmp_path / "model.pt")
     with pytest.raises(UserError) as err:
         load_model(tmp_path)
     message = str(err.value)

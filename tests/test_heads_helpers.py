@@ -91,3 +91,14 @@ def interrupted_fit(data, cfg, checkpoint_dir, *, after_epoch: int = 1) -> None:
 
     with pytest.raises(StopFit):
         fit(data, cfg, checkpoint_dir=checkpoint_dir, on_epoch=stop)
+
+
+class RunsCode:
+    """Unpickling this creates a file: what a hostile model.pt or checkpoint could do with
+    any callable, so a loader that runs pickled code leaves `marker` behind."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
