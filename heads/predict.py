@@ -126,13 +126,17 @@ def predict_store(model, store: Path, trained_weights: str | None = None):
     return list(data.paths), logits, []
 
 
-def shard_paths(shard_dir: Path) -> list[str]:
+def shard_paths(shards) -> list[str]:
     """Source file names of every sample, in store order, from the shards' small `json`
-    members (found through the index): no pass over the JPEG bytes."""
+    members (found through the index): no pass over the JPEG bytes.
+
+    Args:
+        shards: a shard folder or an opened `shards.format.ShardSet`.
+    """
     from shards.format import open_shards, read_shard_meta
 
     names: list[str] = []
-    for entry in open_shards(shard_dir).entries:
+    for entry in open_shards(shards).entries:
         names += read_shard_meta(entry).paths
     return names
 
@@ -142,19 +146,19 @@ def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = 
     import torch
 
     from shards.decode import make_loader
-    from shards.manifest import load_manifest
+    from shards.format import open_shards
 
-    manifest = load_manifest(shard_dir)
-    names = shard_paths(shard_dir)
+    shards = open_shards(shard_dir)  # the manifest read and checked once, for all three uses
+    names = shard_paths(shards)
     device = next(model.head.parameters()).device
     logits = np.zeros((len(names), len(model.classes)), dtype=np.float32)
-    loader = make_loader(shard_dir, backend=backend, batch_size=batch_size, views=1, device=device)
+    loader = make_loader(shards, backend=backend, batch_size=batch_size, views=1, device=device)
     for batch in loader:
         images = torch.as_tensor(batch.images[0]).to(device)  # (B, 3, 224, 224) eval view
         index = torch.as_tensor(batch.index).cpu().numpy()
         logits[index] = model.logits_from_images(images).float().cpu().numpy()  # (B, K)
         fault_point("predict-batch")
-    rejected = [r["path"] for r in manifest.get("rejected", [])]
+    rejected = [r["path"] for r in shards.manifest.get("rejected", [])]
     return names, logits, rejected
 
 

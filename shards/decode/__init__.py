@@ -104,7 +104,8 @@ def make_loader(
     """An iterable of `Batch` over the samples rank `rank` of `world_size` owns.
 
     Args:
-        shard_dir: folder written by `engine shard` (tars, DALI indexes, manifest.json).
+        shard_dir: folder written by `engine shard` (tars, DALI indexes, manifest.json), or
+            its opened `shards.format.ShardSet`.
         backend: one of `BACKENDS`.
         batch_size: samples per batch; the last batch is smaller, never padded.
         views: V; view 0 is the eval view, views 1.. seeded random-resized-crop + flip.
