@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import UserError
+from heads.classes import class_members
 from heads.screen.page_style import CSS, SCRIPT
 from heads.screen.partition import CLEAN, STATES
-from heads.screen.report import class_groups
 from heads.screen.suspects import (
     flagged_classes,
     select_suspects,
@@ -228,7 +228,7 @@ def _summary(page: _Page) -> str:
     """Final state counts per class group, per-round counts, and the settings."""
     state, labels = page.result.state, page.labels
     k = len(page.source.classes)
-    groups = {"all": np.arange(k), **class_groups(np.bincount(labels, minlength=k))}
+    groups = {"all": np.arange(k), **class_members(np.bincount(labels, minlength=k))}
     rows = []
     for name, classes in groups.items():
         counts = np.bincount(state[np.isin(labels, classes)], minlength=len(STATES))

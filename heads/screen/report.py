@@ -18,8 +18,6 @@ from engine.jsonfile import write_json
 from heads.classes import class_members
 from heads.screen.partition import STATES
 
-# The name callers of this module (the suspects page) import; one implementation.
-class_groups = class_members
 # summary.json's name for each state, in STATES order; the five parts add up to "samples".
 COUNT_NAMES = ("kept", "down_weighted", "relabeled", "dropped", "out_of_set")
 
