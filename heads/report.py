@@ -30,7 +30,6 @@ SCORE_NAME = "screening score (mean percentile rank of the signals; low = suspec
 SCORE_FILES = (("combined.npy", SCORE_NAME), ("p_clean.npy", "clean posterior"),
                ("weight.npy", "sample weight (no screening scores saved)"))  # fmt: skip
 EVAL_FILES = ("eval.json", "evaluation.json", "eval/report.json")
-ROUND_COUNTS = ("kept", "relabeled", "down_weighted", "dropped")
 TITLES = {
     "classes": "class counts (sorted)",
     "scores": "screening scores by state",
@@ -189,9 +188,13 @@ def _panel_scores(ax, data: RunData) -> None:
 def _panel_rounds(ax, data: RunData) -> None:
     if not data.rounds:
         return _missing(ax, "no screening summary (rounds/summary.json)")
+    # summary.json's per-state counts, out-of-set included: the stacked parts add up to the
+    # samples. Deferred: heads.screen imports torch.
+    from heads.screen.report import COUNT_NAMES
+
     rounds = [r.get("round", i) for i, r in enumerate(data.rounds)]
     bottom = np.zeros(len(rounds))
-    for key in ROUND_COUNTS:
+    for key in COUNT_NAMES:
         values = np.array([r.get("all", {}).get(key, 0) for r in data.rounds], dtype=float)
         ax.bar(rounds, values, bottom=bottom, label=key.replace("_", "-"))
         bottom += values

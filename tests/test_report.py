@@ -92,7 +92,7 @@ def test_full_run_has_every_panel_with_data(full_run):
     present = [s for s in range(5) if (state == s).any()]
     assert legend == [f"{STATES[s]} ({(state == s).sum()})" for s in present]
     # per-round counts: 4 stacked series x 2 rounds
-    assert len(panels["rounds"].patches) == 8
+    assert len(panels["rounds"].patches) == 5 * 2  # every state (out-of-set too) x 2 rounds
     assert [t.get_text() for t in panels["groups"].get_xticklabels()] == ["head", "medium", "tail"]
     assert "unfreeze_last: 2" in _texts(panels["summary"])
 
@@ -181,3 +181,26 @@ def test_eval_json_into_a_run_folder_redraws_its_report(full_run, tmp_path):
     panels = dict(zip(TITLES, build_figure(data).axes[:6], strict=True))
     assert "no data" not in _texts(panels["groups"])
     assert data.evaluation["top1"] == pytest.approx(2 / 3)
+
+
+def test_round_bars_add_up_to_the_samples(full_run):
+    """The per-round panel stacks every state's count, out-of-set included."""
+    from heads.report import _panel_rounds
+
+    class Axes:
+        def __init__(self):
+            self.bars = {}
+
+        def bar(self, x, values, bottom, label):
+            self.bars[label] = np.asarray(values)
+
+        def __getattr__(self, name):  # ticks, labels, legend: not what this test checks
+            return lambda *a, **k: None
+
+    run, _ = full_run
+    data = load_run(run)
+    ax = Axes()
+    _panel_rounds(ax, data)
+    assert set(ax.bars) == {"kept", "down-weighted", "relabeled", "dropped", "out-of-set"}
+    samples = [r["all"]["samples"] for r in data.rounds]
+    np.testing.assert_array_equal(sum(ax.bars.values()), samples)
