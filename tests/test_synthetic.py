@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from heads.synthetic import long_tail_counts, make_noisy_features
+from bench.synthetic import long_tail_counts, make_noisy_features
 
 
 def test_long_tail_counts_span_the_imbalance():
