@@ -63,13 +63,16 @@ def relabel(result, inputs, cfg: FolderMixtureConfig):
         consensus=result.consensus if cfg.use_consensus else None,
         opts=cfg.options, device=cfg.device,
     )  # fmt: skip
-    mass = fit.resp.sum(1, keepdims=True)
-    soft = fit.resp / np.maximum(mass, 1e-12)
-    rows = np.ones(len(soft), bool) if cfg.rows == "all" else result.state != CLEAN
-    targets = np.array(result.targets, np.float32, copy=True)
-    weights = np.array(result.weights, np.float32, copy=True)
-    targets[rows] = soft[rows]
-    weights[rows] = 1 - fit.background[rows]
+    soft = fit.resp  # normalised in place: one (N, K) array less (1.8 GB at 300k x 1500)
+    soft /= np.maximum(soft.sum(1, keepdims=True), 1e-12)
+    if cfg.rows == "all":
+        targets, weights = soft, 1 - fit.background
+    else:
+        rows = result.state != CLEAN
+        targets = np.array(result.targets, np.float32, copy=True)
+        weights = np.array(result.weights, np.float32, copy=True)
+        targets[rows] = soft[rows]
+        weights[rows] = 1 - fit.background[rows]
     best = soft.argmax(1)
     prob = np.take_along_axis(soft, best[:, None], 1)[:, 0]
     return replace(result, targets=targets, weights=weights, mixture_class=best,
