@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from engine import paths
+from engine.commands.options import BATCH_SIZE_RANGE
 from shards.decode import BACKENDS  # light: no torch until a loader is made
 
 
@@ -45,7 +46,7 @@ from shards.decode import BACKENDS  # light: no torch until a loader is made
     show_default=True,
     help="'openai' (downloaded and cached by open_clip), a checkpoint path, or 'random'.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE_RANGE, default=256, show_default=True)
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),

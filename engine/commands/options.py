@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import click
 
+# Images per decode/forward batch: 8192 fills an H200 with room to spare; larger ones only
+# fail deep inside DALI (std::bad_alloc) after minutes of set-up, so they are refused first.
+MAX_BATCH_SIZE = 8192
+BATCH_SIZE_RANGE = click.IntRange(1, MAX_BATCH_SIZE)
+
 
 def screen_extra_option(func):
     """`--screen-extra NAME` (repeatable), checked against the registered screening extras."""

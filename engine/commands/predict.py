@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from engine import paths
+from engine.commands.options import BATCH_SIZE_RANGE
 from features.config import DEVICES  # light: dataclasses only
 from shards.decode import BACKENDS  # light: no torch until a loader is made
 
@@ -26,7 +27,7 @@ from shards.decode import BACKENDS  # light: no torch until a loader is made
               default=paths.LATEST_RUN, show_default=True, help="Run folder holding model.pt.")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=paths.PREDICTIONS,
               show_default=True, help="CSV to write (zip beside it).")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE_RANGE, default=64, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="Image decoding: DALI on the GPU, DALI on the CPU, or Pillow.")  # fmt: skip
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,

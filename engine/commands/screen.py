@@ -71,7 +71,7 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
-@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Shards the store was made from (refused if it was not); the "
               "page's thumbnails come from them. [default: the store's]")  # fmt: skip
 @screen_extra_option
