@@ -407,3 +407,96 @@ def test_screen_refuses_missing_shards(inputs, tmp_path):  # noqa: F811
                     "--out", tmp_path / "screen")  # fmt: skip
     assert_one_error_line(result, "--shards", str(missing), "does not exist")
     assert not (tmp_path / "screen").exists()
+
+
+# --- items 8, 9, 11, 13 end to end: a row for every real test file, none for the rest -------
+
+
+def _hostile_test_folder(root: Path) -> tuple[Path, list[str]]:
+    """A test folder with real images (one empty, one in a sub-folder) and every kind of entry
+    that is not one; returns it and the names that must get a row."""
+    test = root / "test"
+    write_images(test, 3)
+    write_images(test / "sub", 1)
+    (test / "empty.jpg").write_bytes(b"")  # a real file Pillow cannot read: fallback row
+    (test / "dangling.jpg").symlink_to(root / "gone.jpg")
+    (test / "self.jpg").symlink_to("self.jpg")
+    os.mkfifo(test / "pipe.jpg")
+    (test / "zero.jpg").symlink_to("/dev/zero")
+    (test / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (test / "._img_0.jpg").write_bytes(b"\0\5\26\7AppleDouble")
+    (test / ".ipynb_checkpoints").mkdir()
+    (test / ".ipynb_checkpoints" / "img_1.jpg").write_bytes((test / "img_1.jpg").read_bytes())
+    return test, ["empty.jpg", "img_0.jpg", "img_1.jpg", "img_2.jpg", "sub/img_0.jpg"]
+
+
+def test_every_real_test_file_gets_a_row_and_nothing_else_does(tmp_path):
+    from types import SimpleNamespace
+
+    from heads.predict import prediction_table, shard_paths
+
+    test, expected = _hostile_test_folder(tmp_path)
+    with deadline(60):
+        manifest = pack(test, tmp_path / "shards", ShardConfig(labeled=False, workers=1))
+    names = shard_paths(tmp_path / "shards")
+    rejected = [r["path"] for r in manifest["rejected"]]
+    model = SimpleNamespace(classes=["0000", "0001"], fallback_class=1)
+    rows = prediction_table(model, names, np.zeros((len(names), 2)), rejected)
+    assert [name for name, _ in rows] == expected
+    assert dict(rows)["empty.jpg"] == "0001"  # the fallback class
+    assert len(manifest["skipped"]) == 7
+
+
+@pytest.mark.slow
+def test_predict_a_hostile_test_folder_end_to_end(tmp_path, caplog):
+    write_images(tmp_path / "train", {"0000": 2, "0001": 2})
+    store, run = tmp_path / "train.zarr", tmp_path / "runs" / "r"
+    steps = [
+        ["shard", tmp_path / "train", "--out", tmp_path / "shards", "--workers", 1],
+        [
+            "features",
+            tmp_path / "shards",
+            "--out",
+            store,
+            "--unfreeze-last",
+            0,
+            "--weights",
+            "random",
+            "--backend",
+            "pil",
+            "--workers",
+            0,
+            "--device",
+            "cpu",
+        ],  # fmt: skip
+        [
+            "train",
+            "--shards",
+            tmp_path / "shards",
+            "--features",
+            store,
+            "--unfreeze-last",
+            0,
+            "--rounds",
+            0,
+            "--runs",
+            tmp_path / "runs",
+            "--out",
+            run,
+        ],  # fmt: skip
+    ]
+    for step in steps:
+        result = invoke(*step)
+        assert result.exit_code == 0, result.output
+    test, expected = _hostile_test_folder(tmp_path)
+    pred = tmp_path / "pred.csv"
+    with deadline(300):
+        result = invoke("predict", test, "--model", run, "--out", pred, "--backend", "pil")
+    assert result.exit_code == 0, result.output
+    assert f"{len(expected)} predictions" in result.stdout
+    rows = pred.read_text(encoding="utf-8").splitlines()
+    assert [row.rsplit(", ", 1)[0] for row in rows] == expected
+    warned = caplog.text  # the CLI's logging goes through pytest's capture here
+    assert "7 file(s) skipped, no row: .DS_Store (hidden file or folder)" in warned
+    assert "pipe.jpg (not a regular file (FIFO))" in warned
+    assert "1 file(s) could not be read and get the fallback class" in warned
