@@ -35,7 +35,7 @@ from shards.config import ShardConfig
 from shards.format import open_shards
 from shards.keys import make_key
 from shards.repair import prepare_image
-from shards.sources import read_regular_file
+from shards.sources import list_sources, read_regular_file
 from shards.writer import pack
 
 
@@ -208,6 +208,20 @@ def test_out_and_a_link_to_it_contend_for_one_lock(tmp_path):
         release(proc)
 
 
+def test_shard_out_through_a_link_waits_for_or_is_refused_by_the_holder(tmp_path):
+    write_images(tmp_path / "images", {"0000": 1, "0001": 1})
+    real, link = tmp_path / "shards", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    proc = holder(real)
+    try:  # --force deletes what the holder writes: refused, as for the folder's own name
+        result = invoke("shard", tmp_path / "images", "--out", link, "--force")
+        assert_one_error_line(result, "shard folder", f"PID {proc.pid}")
+        assert list(real.iterdir()) == []
+    finally:
+        release(proc)
+
+
 # --- item 8: names that are not UTF-8; item 10: line breaks in test file names -------------
 
 
@@ -224,6 +238,21 @@ def test_a_name_that_is_not_utf8_is_a_named_skip_in_a_class_folder(tmp_path):
         "path": "0001/caf\\xe9.jpg",
         "reason": "file name is not UTF-8; rename it to include the file",
     }
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_no_class(tmp_path):
+    src = tmp_path / "train"
+    write_images(src, {"0000": 1, "0001": 1})
+    folder = Path(os.fsdecode(os.fsencode(src) + b"/\xe9t\xe9"))
+    write_images(folder, 1)
+    listing = list_sources(src)
+    assert listing.classes == ["0000", "0001"]
+    assert listing.skipped == [
+        {
+            "path": "\\xe9t\\xe9/img_0.jpg",
+            "reason": "file name is not UTF-8; rename it to include the file",
+        }
+    ]
 
 
 @pytest.mark.parametrize("name", [b"a\nb.jpg", b"a\rb.jpg", b"caf\xe9.jpg"])
