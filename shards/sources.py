@@ -7,9 +7,9 @@ dropped silently and never read:
 
 | entry | reason in `skipped` |
 |---|---|
-| hidden folder (".ipynb_checkpoints/..."), hidden non-image (".DS_Store", "._x.jpg") | hidden file or folder |
+| hidden folder (".ipynb_checkpoints/"), hidden non-image (".DS_Store", "._x.jpg") | hidden ... |
 | a file beside the class folders of a labeled folder | not inside a class folder |
-| a link to nothing, a link loop, a folder link back to one of its own parents | broken link / link loop |
+| a link to nothing, a link loop, a folder link back to a parent | broken link / link loop |
 | a FIFO, socket or device (a link to /dev/zero included) | not a regular file |
 | a name that is not UTF-8 (labeled folders; an unlabeled one is refused) | file name is not UTF-8 |
 
@@ -145,9 +145,10 @@ def _skip_reason(relpath: str, labeled: bool, src: Path) -> str:
         return "" if _is_utf8(relpath) else NOT_UTF8
     # Unlabeled: every file is a prediction row `name, 0042` of a UTF-8, one-row-per-line CSV.
     if not _is_utf8(relpath) or "\n" in relpath or "\r" in relpath:
+        shown = ascii(os.fsencode(relpath))[1:]  # b'a\nb.jpg' -> 'a\nb.jpg'
         raise UserError(
-            f"file name {ascii(os.fsencode(relpath))[1:]} in {src} holds a line break or bytes that are not UTF-8, which "
-            "a prediction row cannot hold; rename the file"
+            f"file name {shown} in {src} holds a line break or bytes that are not UTF-8, "
+            "which a prediction row cannot hold; rename the file"
         )
     return ""
 
@@ -201,7 +202,10 @@ def _walk_folder(folder: str, rel: str, parents: set, found: _Walk) -> None:
             ident = (st.st_dev, st.st_ino)
             if ident in parents:
                 found.skipped.append(
-                    {"path": relpath, "reason": "link loop: a link to a folder above it"}
+                    {
+                        "path": shown_path(relpath),
+                        "reason": "link loop: a link to a folder above it",
+                    }
                 )
             else:
                 if not rel:
@@ -217,7 +221,7 @@ def _walk_folder(folder: str, rel: str, parents: set, found: _Walk) -> None:
 
 def _stat_failure(err: OSError) -> str:
     if err.errno == errno.ELOOP:
-        return "link loop: the link resolves to itself"
+        return "link loop: following the link leads back to it"
     if err.errno == errno.ENOENT:
         return "broken link: its target does not exist"
     return f"cannot be read: {err.strerror or err}"

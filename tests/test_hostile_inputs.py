@@ -91,7 +91,7 @@ def test_links_and_special_files_are_named_skips_never_read(hostile_train, tmp_p
     skipped = {s["path"]: s["reason"] for s in manifest["skipped"]}
     assert skipped == {
         "0000/dangling.jpg": "broken link: its target does not exist",
-        "0000/self.jpg": "link loop: the link resolves to itself",
+        "0000/self.jpg": "link loop: following the link leads back to it",
         "0001/up": "link loop: a link to a folder above it",
         "0001/pipe.jpg": "not a regular file (FIFO)",
         "0001/zero.jpg": "not a regular file (character device)",
