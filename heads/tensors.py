@@ -188,6 +188,11 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def to_compute(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """fp16 tokens as the blocks' input: float32 on the CPU (fp16 CPU kernels are slow)."""
+    return x.float() if device.type == "cpu" else x
+
+
 def fp32(device: torch.device):
     """Autocast switched off: the head's (N, D) x (D, K) matmul is cheap, and in bf16 its
     cosines would carry ~3e-3 error, ~0.06 per logit at temperature 0.05."""
