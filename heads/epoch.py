@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from engine.errors import UserError
 from heads import tensors
 from heads.losses import loss_from_config, weighted_loss
 from heads.problem import Problem
@@ -92,7 +93,8 @@ def run_epoch(problem: Problem, cfg, epoch, table, forward, optimizer, lrs, pena
         correct += (logits.argmax(1) == hard).sum()
         bar.update(len(t))
     bar.close()
-    total, correct = float(total), int(correct)
+    total, correct = float(total), int(correct)  # the epoch's one read from the device
+    _check_finite(total / n, epoch, cfg)
     seconds = time.perf_counter() - start
     return {
         "epoch": epoch,
@@ -102,6 +104,17 @@ def run_epoch(problem: Problem, cfg, epoch, table, forward, optimizer, lrs, pena
         "samples_per_s": n / max(seconds, 1e-9),
         "lr": [g["lr"] for g in optimizer.param_groups],
     }
+
+
+def _check_finite(loss: float, epoch: int, cfg) -> None:
+    """Stop before a NaN model is checkpointed or saved: NaN weights predict one class for
+    every image and the run would still exit 0."""
+    if not math.isfinite(loss):
+        raise UserError(
+            f"training diverged: the loss of epoch {epoch} is {loss}; lower lr_head "
+            f"({cfg.lr_head}) or lr_tail ({cfg.lr_tail}) in the run's config, or check the "
+            "feature store for non-finite values"
+        )
 
 
 def _epoch_rows(problem: Problem, table, perm, perm_d, view_of) -> Callable:

@@ -1,6 +1,6 @@
 """The batch size of head-only training (k = 0), picked by a short timed probe on the device.
 
-    cfg = resolve_batch_size(cfg, problem, head, embed_rows, checkpointer)  # what fit calls
+    cfg = resolve_batch_size(cfg, problem, head, embed, checkpointer)  # what fit calls
     # which is, for a head-only run on CUDA without a batch size or a checkpoint to follow:
     seconds = step_timer(make_head_step(head, feats, problem, cfg, loss_step), device)
     batch, rates = pick_batch_size(seconds, batch_candidates(n))
@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
 import torch
 
 from heads.epoch import fp32_head
@@ -136,7 +135,7 @@ def make_head_step(head, feats: torch.Tensor, problem, cfg, loss_step) -> Callab
     return step
 
 
-def resolve_batch_size(cfg, problem, head, embed_rows: np.ndarray, ckpt):
+def resolve_batch_size(cfg, problem, head, embed: torch.Tensor, ckpt):
     """`cfg` with its batch size (and for a measured batch, its head lr) resolved: as given,
     as the checkpoint being resumed used it, 512, or probed for head-only runs on CUDA."""
     if cfg.batch_size is not None:
@@ -145,7 +144,7 @@ def resolve_batch_size(cfg, problem, head, embed_rows: np.ndarray, ckpt):
     if state and state.get("batch_size"):
         batch = int(state["batch_size"])
     elif probes_batch(cfg, problem.device):
-        batch = probe_head_batch(cfg, problem, head, embed_rows)
+        batch = probe_head_batch(cfg, problem, head, embed)
     else:
         batch = REFERENCE_BATCH
     ckpt.batch_size = batch
@@ -157,10 +156,11 @@ def probes_batch(cfg, device: torch.device) -> bool:
     return cfg.unfreeze_last == 0 and device.type == "cuda"
 
 
-def probe_head_batch(cfg, problem, head, embed_rows: np.ndarray) -> int:
-    """The batch `pick_batch_size` chooses from real steps on the first rows of the fit."""
-    candidates = batch_candidates(len(embed_rows))
-    feats = torch.as_tensor(embed_rows[: max(candidates)]).to(problem.device)  # (b, D)
+def probe_head_batch(cfg, problem, head, embed: torch.Tensor) -> int:
+    """The batch `pick_batch_size` chooses from real steps on the first rows of the fit,
+    `embed` (n, D) on the device."""
+    candidates = batch_candidates(len(embed))
+    feats = embed[: max(candidates)]  # (b, D)
     loss_fn = loss_from_config(cfg)
 
     def loss_step(probe, x, t, w):

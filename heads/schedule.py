@@ -1,6 +1,6 @@
 """The LP-FT schedule of one fit: linear probe, then fine-tune with L2-SP, then WiSE-FT.
 
-    state = FitState(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
+    state = FitState(problem, cfg, head, tail, tokens, embed, ckpt, on_epoch)
     run_phases(state)                       # trains head (and tail) in place; state.history
 
 LP trains the head on frozen features (the stored embeddings for k = 0, the pretrained tail's
@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +24,7 @@ from heads import tensors
 from heads.checkpoint import Checkpointer
 from heads.config import TrainConfig
 from heads.epoch import fp32_head, log_epoch, make_optimizer, run_epoch
-from heads.losses import l2sp_penalty, wise_ft
+from heads.losses import L2SP, wise_ft
 from heads.problem import Problem
 
 
@@ -38,7 +37,7 @@ class FitState:
     head: nn.Module
     tail: Tail | None  # None for a head-only fit (k = 0)
     tokens: object | None  # (V, n, L, W) token table at depth k (k >= 1), see heads.tensors
-    embed_rows: np.ndarray  # (n, D) stored embeddings of the rows (the k = 0 LP features)
+    embed: torch.Tensor | None  # (n, D) stored embeddings on the device: the k = 0 LP features
     ckpt: Checkpointer
     on_epoch: Callable[[int, dict], None] | None = None
     # the pretrained tail (L2-SP / WiSE-FT anchor), taken before a checkpoint overwrites it
@@ -75,7 +74,7 @@ def detached_copy(tail: Tail) -> dict[str, torch.Tensor]:
 def _lp_features(state: FitState) -> torch.Tensor:
     """(V, n, D) features the LP phase trains on, on the device."""
     if state.tail is None:
-        return torch.from_numpy(state.embed_rows)[None].to(state.device)  # (1, n, D)
+        return state.embed[None]  # (1, n, D)
     return tensors.map_chunks(state.tail, state.tokens, state.device).to(state.device)
 
 
@@ -119,8 +118,7 @@ def _fine_tune(state: FitState) -> None:
     def forward(x):
         return head_fp32(tail(x))
 
-    def penalty():
-        return l2sp_penalty(tail_params, anchors, cfg.l2sp)
+    penalty = L2SP(tail_params, anchors, cfg.l2sp)
 
     for epoch in range(max(state.start, cfg.epochs_lp), cfg.epochs):
         phase_epoch = epoch - cfg.epochs_lp

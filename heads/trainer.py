@@ -21,12 +21,12 @@ import torch
 from torch import nn
 
 from heads import tensors
-from heads.checkpoint import Checkpointer, fingerprint
+from heads.checkpoint import Checkpointer
 from heads.config import TrainConfig
 from heads.data import load_features
-from heads.head import class_prototypes, make_head
+from heads.head import make_head
 from heads.head_batch import resolve_batch_size
-from heads.problem import make_problem, select_rows
+from heads.problem import make_problem, prototypes, select_rows
 from heads.schedule import FitState, run_phases
 from heads.trained_model import (
     TrainedModel,
@@ -67,18 +67,22 @@ def fit(
     k = cfg.unfreeze_last
     check_depth(data, k)
     device = tensors.resolve_device(cfg.device)
-    rows, tgt, wts = select_rows(data, targets, weights, indices)
-    problem = make_problem(tgt, wts, device)
-    embed_rows = tensors.read_rows(data.embed, None, rows).astype(np.float32)  # (n, D)
-    head = _initial_head(cfg, len(data.classes), embed_rows, tgt, wts, head_init, device)
+    sel = select_rows(data, targets, weights, indices)
+    problem = make_problem(sel, device)
+    counts = sel.class_counts()  # (K,)
+    embed = tensors.read_rows(data.embed, None, sel.rows)  # (n, D) float16, on the host
+    embed = torch.from_numpy(embed).to(device).float()  # the half-size copy crosses the bus
+    head = _initial_head(cfg, problem, embed, counts, head_init)
     visual = tail = tokens = None
     if k > 0:
         visual = visual_of(clip, data)
         tail = trainable_tail(visual, k, device)
-        tokens = tokens_at_depth(data, rows, cfg, visual, device)  # (V, n, L, W)
-    ckpt = Checkpointer(checkpoint_dir, cfg, inputs=fingerprint(rows, tgt, wts))
-    cfg = resolve_batch_size(cfg, problem, head, embed_rows, ckpt)
-    state = FitState(problem, cfg, head, tail, tokens, embed_rows, ckpt, on_epoch)
+        tokens = tokens_at_depth(data, sel.rows, cfg, visual, device)  # (V, n, L, W)
+    # The inputs' hash guards a resume; without a checkpoint there is nothing to guard.
+    inputs = sel.fingerprint() if checkpoint_dir is not None else ""
+    ckpt = Checkpointer(checkpoint_dir, cfg, inputs=inputs)
+    cfg = resolve_batch_size(cfg, problem, head, embed, ckpt)
+    state = FitState(problem, cfg, head, tail, tokens, embed if k == 0 else None, ckpt, on_epoch)
     history = run_phases(state)
     return TrainedModel(
         head=head.eval(),
@@ -87,15 +91,16 @@ def fit(
         cfg=cfg,
         visual=visual,
         tail=tail,
-        class_counts=(tgt * wts[:, None]).sum(0).tolist(),
+        class_counts=counts.tolist(),
         history=history,
         checkpoint=ckpt,
     )
 
 
-def _initial_head(cfg, num_classes, embed_rows, tgt, wts, head_init, device) -> nn.Module:
+def _initial_head(cfg, problem, embed, counts, head_init) -> nn.Module:
     """The head, initialised from `head_init` (K, D) or else the weighted class prototypes."""
-    init = head_init if head_init is not None else class_prototypes(embed_rows, tgt, wts)
-    head = make_head(cfg.head, num_classes, embed_rows.shape[1], cfg.temperature)
-    head.reset_classifier(num_classes, weight=torch.as_tensor(init))
-    return head.to(device).train()
+    num_classes = problem.num_classes
+    init = prototypes(embed, problem, counts) if head_init is None else torch.as_tensor(head_init)
+    head = make_head(cfg.head, num_classes, embed.shape[1], cfg.temperature)
+    head.reset_classifier(num_classes, weight=init)
+    return head.to(problem.device).train()
