@@ -135,7 +135,7 @@ def make_head_step(head, feats: torch.Tensor, problem, cfg, loss_step) -> Callab
     return step
 
 
-def resolve_batch_size(cfg, problem, head, embed: torch.Tensor, ckpt):
+def resolve_batch_size(cfg, problem, head, embed: torch.Tensor | None, ckpt):
     """`cfg` with its batch size (and for a measured batch, its head lr) resolved: as given,
     as the checkpoint being resumed used it, 512, or probed for head-only runs on CUDA."""
     if cfg.batch_size is not None:

@@ -75,6 +75,7 @@ def fit(
     head = _initial_head(cfg, problem, embed, counts, head_init)
     visual = tail = tokens = None
     if k > 0:
+        embed = None  # only the k = 0 LP trains on it: free the device for the token table
         visual = visual_of(clip, data)
         tail = trainable_tail(visual, k, device)
         tokens = tokens_at_depth(data, sel.rows, cfg, visual, device)  # (V, n, L, W)
@@ -82,7 +83,7 @@ def fit(
     inputs = sel.fingerprint() if checkpoint_dir is not None else ""
     ckpt = Checkpointer(checkpoint_dir, cfg, inputs=inputs)
     cfg = resolve_batch_size(cfg, problem, head, embed, ckpt)
-    state = FitState(problem, cfg, head, tail, tokens, embed if k == 0 else None, ckpt, on_epoch)
+    state = FitState(problem, cfg, head, tail, tokens, embed, ckpt, on_epoch)
     history = run_phases(state)
     return TrainedModel(
         head=head.eval(),

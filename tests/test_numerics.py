@@ -89,3 +89,10 @@ def test_two_seeded_gpu_runs_write_the_same_model_bytes(tmp_path):
     for key, value in a["visual_state_dict"].items():
         assert torch.equal(value, b["visual_state_dict"][key]), key
     assert (tmp_path / "a/model.pt").read_bytes() == (tmp_path / "b/model.pt").read_bytes()
+
+
+def test_screen_applies_the_settings_before_its_knn_and_probe(tmp_path, calls):
+    (tmp_path / "empty.zarr").mkdir()
+    result = _invoke("screen", "--features", tmp_path / "empty.zarr", "--out", tmp_path / "s")
+    assert result.exit_code == 1, result.output  # not a store: refused after the settings
+    assert calls == [{}]  # the defaults: deterministic, TF32

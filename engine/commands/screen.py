@@ -80,8 +80,11 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from engine.config import from_dict
     from features.store import open_store
+    from heads.numerics import apply_numerics
     from heads.screen import STATES, ScreenConfig
     from heads.screen_store import screen_store
+
+    apply_numerics()  # TF32 kNN and probe, deterministic kernels: before the first CUDA kernel
 
     extras = {"extras": tuple(screen_extra)} if screen_extra else {}
     cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
