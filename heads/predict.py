@@ -94,34 +94,24 @@ def source_kind(src: Path) -> str:
     )
 
 
-def check_store_for_model(model, store_attrs: dict, store: Path, trained_weights: str | None):
+def check_store_for_model(model, store, trained_weights: str | None) -> None:
     """Refuse a store the model cannot read: too shallow, or made with other CLIP weights."""
-    depth = int(store_attrs.get("depth", 0))
-    if model.depth > depth:
-        raise UserError(
-            f"feature store {store} has depth {depth} but the model trains the last "
-            f"{model.depth} blocks; rebuild it with `engine features SHARDS --unfreeze-last "
-            f"{model.depth} --out {store} --force` or predict from the images"
-        )
-    made_with = (store_attrs.get("weights") or {}).get("name")
+    store.check_depth(model.depth, alternative=" or predict from the images")
+    made_with = store.weights.get("name")
     if trained_weights and made_with and made_with != trained_weights:
         raise UserError(
-            f"feature store {store} was made with weights {made_with!r} but the model was "
+            f"feature store {store.path} was made with weights {made_with!r} but the model was "
             f"trained on a store made with {trained_weights!r}; rebuild the store with "
-            f"`engine features SHARDS --weights {trained_weights} --out {store} --force`"
+            f"`engine features SHARDS --weights {trained_weights} --out {store.path} --force`"
         )
 
 
 def predict_store(model, store: Path, trained_weights: str | None = None):
     """(names, logits (n, K), rejected []) from a cached feature store."""
-    from heads.data import load_features
+    from features.store import open_store
 
-    data = load_features(store)
-    if not data.paths:
-        raise UserError(
-            f"feature store {store} has no `paths` array; rebuild it with engine features"
-        )
-    check_store_for_model(model, data.attrs, Path(store), trained_weights)
+    data = open_store(store)
+    check_store_for_model(model, data, trained_weights)
     logits = model.as_trained().predict_logits(data)
     return list(data.paths), logits, []
 

@@ -27,11 +27,12 @@ from tqdm import tqdm
 
 from engine.errors import UserError
 from features.split import Advance, Tail, merge_tail
+from features.store import FeatureStore, as_store
 from heads import head_batch as HB
 from heads import tensors as T
 from heads.checkpoint import Checkpointer, fingerprint
+from heads.classes import one_hot_targets
 from heads.config import TrainConfig
-from heads.data import FeatureData, load_features, one_hot_targets
 from heads.head import class_prototypes, make_head
 from heads.losses import l2sp_penalty, log_class_prior, loss_from_config, weighted_loss, wise_ft
 
@@ -61,14 +62,14 @@ class TrainedModel:
     @torch.no_grad()
     def predict_logits(self, store, indices=None, batch_size: int = 1024) -> np.ndarray:
         """(n, K) float32 logits from the store's embeddings (k = 0) or view-0 tokens (k >= 1)."""
-        data = load_features(store)
+        data = as_store(store)
         rows = np.arange(data.num_samples) if indices is None else np.asarray(indices)
         device = next(self.head.parameters()).device
         self.head.eval()
         if self.depth == 0:
             emb = torch.from_numpy(T.read_rows(data.embed, None, rows).astype(np.float32))
             return self.head(emb.to(device)).cpu().numpy()
-        _check_depth(data, self.depth)
+        data.check_depth(self.depth)
         tail = self.tail.eval()
         advance = _frozen_on(Advance(self.visual, data.depth, self.depth), device)
         out = []
@@ -91,20 +92,12 @@ def _frozen_on(module: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(module).to(device).requires_grad_(False)
 
 
-def _check_depth(data: FeatureData, k: int) -> None:
-    if k > data.depth:
-        raise UserError(
-            f"--unfreeze-last {k} needs a feature store of depth >= {k}, this one has depth "
-            f"{data.depth}; rebuild features with `engine features SHARDS --unfreeze-last {k}`"
-        )
-
-
-def _visual_of(clip, data: FeatureData) -> nn.Module:
+def _visual_of(clip, data: FeatureStore) -> nn.Module:
     """The vision tower to fine-tune: from `clip` (model or LoadedClip) or the store's weights."""
     if clip is None:
         from features.model import load_clip
 
-        weights = data.attrs.get("weights", {}).get("name", "openai")
+        weights = data.weights.get("name", "openai")
         clip = load_clip(weights, "cpu")
     model = getattr(clip, "model", clip)
     return getattr(model, "visual", model)
@@ -257,7 +250,7 @@ def fit(
     head_init: np.ndarray | None = None,
     checkpoint_dir=None,
 ) -> TrainedModel:
-    """Train on a feature store (path, zarr group or `FeatureData`).
+    """Train on a feature store (a path or a `features.store.FeatureStore`).
 
     Args:
         targets: (N, K) soft targets; default one-hot of the store's labels.
@@ -269,9 +262,9 @@ def fit(
         head_init: (K, D) class directions (e.g. CLIP text embeddings); default prototypes.
         checkpoint_dir: folder for the per-epoch checkpoint; an existing one is resumed.
     """
-    data = load_features(store)
+    data = as_store(store)
     k = cfg.unfreeze_last
-    _check_depth(data, k)
+    data.check_depth(k)
     device = T.resolve_device(cfg.device)
     rows, tgt, wts = _select(data, targets, weights, indices)
     problem = _make_problem(tgt, wts, device)
@@ -342,7 +335,7 @@ def _probe_head_batch(cfg, problem, head, embed_rows) -> int:
 
 
 def _tokens_at_depth(data, rows, cfg, visual, device) -> torch.Tensor:
-    views = data.num_views if cfg.views is None else min(cfg.views, data.num_views)
+    views = data.views if cfg.views is None else min(cfg.views, data.views)
     # (V, n, L, W) at store depth, where heads.memory.plan_tokens puts it: GPU, host, stream
     tokens = T.load_tokens(data.tokens, rows, views, device)
     advance = Advance(visual, data.depth, cfg.unfreeze_last)
