@@ -2,7 +2,7 @@
 
     count, csv_path, zip_path = predict_source(Path("work/runs/latest"), Path("data/test"),
                                                Path("pred_results.csv"))
-    rows = [("0001.jpg", class_id(classes, 42))]
+    rows = [("0001.jpg", class_id(classes, 42))]      # class_id: heads.id_rows
     write_predictions(rows, Path("pred_results.csv"))   # also writes pred_results.zip
 
 A folder of images is packed into temporary shards first (broken files repaired there, each
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,15 +27,12 @@ import numpy as np
 from engine import paths
 from engine.errors import UserError
 from engine.faults import fault_point
+from engine.scratch import scratch_dir
+from features.provenance import check_fresh, find_shards
+from features.store import open_store
+from heads.id_rows import class_id
 
 log = logging.getLogger(__name__)
-
-
-def class_id(classes: list[str], index: int) -> str:
-    """Four-digit id: the class folder name when numeric (`42` -> `0042`), else the index."""
-    name = classes[index] if 0 <= index < len(classes) else ""
-    number = int(name) if name.isascii() and name.isdigit() else int(index)
-    return f"{number:04d}"
 
 
 def prediction_rows(names: Iterable[str], logits: np.ndarray, classes: list[str]):
@@ -68,19 +64,6 @@ def write_predictions(rows: Iterable[tuple[str, str]], out: Path) -> tuple[Path,
     return out, zip_path
 
 
-def read_predictions(path: Path) -> dict[str, str]:
-    """name -> class id from a file in the challenge format (also reads label files)."""
-    result: dict[str, str] = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        name, sep, cid = line.rpartition(",")
-        if not sep:
-            raise ValueError(f"{path}:{lineno}: expected 'name, class', got {line!r}")
-        result[name] = cid.strip()  # the name is kept exactly: spaces are part of file names
-    return result
-
-
 def source_kind(src: Path) -> str:
     """'store', 'shards' or 'images' for a prediction source folder."""
     if (src / "zarr.json").exists():
@@ -106,14 +89,28 @@ def check_store_for_model(model, store, trained_weights: str | None) -> None:
         )
 
 
-def predict_store(model, store: Path, trained_weights: str | None = None):
-    """(names, logits (n, K), rejected []) from a cached feature store."""
-    from features.store import open_store
+def predict_store(model, store: Path, trained_weights: str | None = None, shards=None):
+    """(names, logits (n, K), rejected names) from a cached feature store.
 
+    The store holds only the files its shards accepted; the rejected ones (unreadable) come
+    from the manifest of those shards (`shards`, else the folder the store recorded), so they
+    get their fallback rows as they would from the folder itself.
+    """
     data = open_store(store)
+    folder, manifest, note = find_shards(data, shards)
+    check_fresh(data, manifest, folder)
     check_store_for_model(model, data, trained_weights)
     logits = model.as_trained().predict_logits(data)
-    return list(data.paths), logits, []
+    if manifest is None:
+        log.warning("files the feature store %s lacks (unreadable ones) get no row: %s",
+                    store, note)  # fmt: skip
+        return list(data.paths), logits, []
+    return list(data.paths), logits, rejected_paths(manifest)
+
+
+def rejected_paths(manifest: dict) -> list[str]:
+    """The files `engine shard` could not read, as the manifest names them."""
+    return [r["path"] for r in manifest.get("rejected", [])]
 
 
 def shard_paths(shards) -> list[str]:
@@ -148,8 +145,7 @@ def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = 
         index = torch.as_tensor(batch.index).cpu().numpy()
         logits[index] = model.logits_from_images(images).float().cpu().numpy()  # (B, K)
         fault_point("predict-batch")
-    rejected = [r["path"] for r in shards.manifest.get("rejected", [])]
-    return names, logits, rejected
+    return names, logits, rejected_paths(shards.manifest)
 
 
 def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "auto"):
@@ -157,8 +153,8 @@ def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "au
     from shards.config import ShardConfig
     from shards.writer import pack
 
-    with tempfile.TemporaryDirectory(prefix="engine-predict-") as tmp:
-        shard_dir = Path(tmp) / "shards"
+    with scratch_dir("predict") as tmp:  # removed on any exit; swept if this run is killed
+        shard_dir = tmp / "shards"
         pack(folder, shard_dir, ShardConfig())  # all cores; same bytes whatever the count
         return predict_shards(model, shard_dir, batch_size, backend)
 
@@ -190,8 +186,12 @@ def _trained_weights(run: Path) -> str | None:
 
 
 def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
-                   backend: str = "auto", device: str = "auto") -> tuple[int, Path, Path]:  # fmt: skip
-    """`engine predict`: (rows written, CSV path, zip path); --out is checked first."""
+                   backend: str = "auto", device: str = "auto",
+                   shards: Path | None = None) -> tuple[int, Path, Path]:  # fmt: skip
+    """`engine predict`: (rows written, CSV path, zip path); --out is checked first.
+
+    `shards`: for a feature store SRC, the shards it was made from when they have moved.
+    """
     from engine.runs import resolve_run
     from heads.export import load_model
     from heads.tensors import resolve_device
@@ -206,7 +206,7 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
             "hand): predict from a feature store of SRC, or retrain with --weights FILE"
         )
     if kind == "store":
-        names, logits, rejected = predict_store(model, src, _trained_weights(Path(run)))
+        names, logits, rejected = predict_store(model, src, _trained_weights(Path(run)), shards)
     elif kind == "shards":
         names, logits, rejected = predict_shards(model, src, batch_size, backend)
     else:
