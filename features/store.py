@@ -6,28 +6,22 @@
     store.tokens[0, 0:256]      # (256, 50, 768) float16 of view 0; None at depth 0
     store = FeatureStore.from_arrays(embed=e, labels=y, classes=names)   # the same, in memory
 
-Layout (Zarr v3 group): `keys`, `paths` (N,) variable-length UTF-8; `labels` (N,) int32;
-`embed` (N, 512) float16; `tokens` (V, N, 50, 768) float16 when depth >= 1. Every array is
-chunked along N by `chunk_n` rows (a divisor of the shards' shard_size, so ranks that own whole
-shards never write the same chunk) and by one view along V.
+Layout (Zarr v3 group): `keys`, `paths` (N,) UTF-8; `labels` (N,) int32; `embed` (N, 512) and
+`tokens` (V, N, 50, 768) float16, chunked along N by `chunk_n` rows (a divisor of the shards'
+shard_size, so ranks that own whole shards never write the same chunk) and by one view along V.
 
 Measured (`python -m bench.features_bench --store`, 2-core CPU): zstd-1 shrinks fp16 tokens by
 8% but cuts writes 2-4x and reads 2-6x, so `tokens` and `embed` are stored uncompressed;
-256-row chunks (19.7 MB per view) wrote fastest (309 MB/s; 139-152 for 64-128 rows).
+256-row chunks (19.7 MB per view) wrote fastest (309 MB/s; 139-152 for 64-128 rows). They skip
+zarr's write machinery (`features.chunkio`: the same bytes, temp file + rename, direct I/O;
+`python -m bench.store_bench` times it against the all-zarr `write_chunk_zarr`).
 
-Writes: uncompressed `tokens` and `embed` skip zarr's write machinery and go straight to their
-chunk files (`features.chunkio`: the same bytes, temp file + rename, direct I/O from the
-extractor's page-aligned buffers); `python -m bench.store_bench` times it against the old
-all-zarr path (`write_chunk_zarr`).
+Depth: a store of depth k holds the tokens entering block 12 - k and serves any k' <= k
+(`features.split.Advance` runs the blocks between); `check_depth(k')`, the one depth check of
+every stage, refuses k' > k.
 
-Depth: a store of depth k holds the tokens entering block 12 - k. It serves any k' <= k:
-`features.split.Advance(visual, k, k')` runs the k - k' frozen blocks between
-(the trainer does so once when it loads the store); `check_depth(k')`, the one depth check
-of every stage, refuses k' > k.
-
-Resuming: chunks finished by `write_chunk` are recorded as marker files in `<store>.progress/`
-(outside the Zarr hierarchy, and each rank writes only its own markers); `attrs["complete"]`
-turns true only when every chunk is written, and then the progress folder is removed.
+Resuming: chunks finished by `write_chunk` leave marker files in `<store>.progress/` (outside
+the Zarr hierarchy); `attrs["complete"]` turns true once every chunk is written.
 """
 
 from __future__ import annotations
@@ -158,7 +152,10 @@ class FeatureStore:
 
     @property
     def n(self) -> int:
+        """N, the number of samples."""
         return self._array("labels").shape[0]
+
+    num_samples = n
 
     @property
     def chunk_n(self) -> int:
@@ -272,13 +269,10 @@ class FeatureStore:
             keys, paths: per-sample strings (default: the row numbers).
             attrs: further group attributes (weights, preprocess, source, ...).
         """
-        n = len(labels)
-        arrays = {
-            "embed": embed,
-            "labels": np.asarray(labels),
-            "keys": np.asarray(keys if keys is not None else [str(i) for i in range(n)], object),
-            "paths": np.asarray(paths if paths is not None else [str(i) for i in range(n)], object),
-        }
+        rows = [str(i) for i in range(len(labels))]
+        arrays = {"embed": embed, "labels": np.asarray(labels),
+                  "keys": np.asarray(rows if keys is None else keys, object),
+                  "paths": np.asarray(rows if paths is None else paths, object)}  # fmt: skip
         if tokens is not None:
             arrays["tokens"] = tokens
         views = int(tokens.shape[0]) if tokens is not None else 1
@@ -291,10 +285,6 @@ class FeatureStore:
     @property
     def complete(self) -> bool:
         return bool(self.attrs.get("complete", False))
-
-    @property
-    def num_samples(self) -> int:
-        return self.n
 
     @property
     def depth(self) -> int:

@@ -78,11 +78,11 @@ def _class_id(value: str, index: dict, classes: list[str] | None, where: str) ->
     if value in index:
         return class_id(classes, index[value])
     if not value:
-        raise UserError(f"{where}: empty class; expected a four-digit class id like 0042")
+        raise UserError(f"{where}: empty class; expected a 4-digit class id like 0042")
     if classes is None:
         raise UserError(
-            f"{where}: class {value!r} is not a class id; expected a four-digit id like 0042 "
-            "(a label file may name class folders with --train-counts MANIFEST)"
+            f"{where}: class {value!r} is not a 4-digit class id like 0042 (a label file may "
+            "name class folders with --train-counts MANIFEST)"
         )
     raise UserError(
         f"{where}: class {value!r} is neither a class id nor one of the {len(classes)} class "

@@ -65,7 +65,7 @@ def test_conflicting_duplicate_label_rows_are_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "why"),
-    [("a.jpg, cat", "class 'cat' is not a class id"), ("a.jpg, ", "empty class"),
+    [("a.jpg, cat", "class 'cat' is not a 4-digit class id"), ("a.jpg, ", "empty class"),
      (" , 0001", "empty file name"), ("a.jpg 0001", "expected 'name, class'")],
 )  # fmt: skip
 def test_bad_ids_and_names_are_refused_naming_the_line(tmp_path, line, why):
