@@ -10,8 +10,8 @@ refused in one line naming the attribute, instead of a TypeError deep in a stage
 
 Checked, cheapest first: `depth` an integer in 0..12, `views` a positive integer, `classes` a
 list of strings, `weights` a mapping; every array DESIGN.md lists is present with one length N,
-the right dtypes (on disk), `tokens` (V, N, L, W) with V = `views`; labels in -1..K-1, and a
-labeled store has no more classes than samples.
+the right dtypes (on disk), `tokens` (V, N, L, W) with V = `views`; at most 10000 classes (ids
+are four digits), labels in -1..K-1.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from engine.errors import UserError
 
 MAX_DEPTH = 12  # ViT-B/32 has 12 blocks
+MAX_CLASSES = 10_000  # class ids are four digits (0000..9999) in every prediction row
 REQUIRED = ("keys", "paths", "labels", "embed")
 DTYPES = {"labels": np.dtype("int32"), "embed": np.dtype("float16"), "tokens": np.dtype("float16")}
 
@@ -61,13 +62,18 @@ def check_store(where, attrs: Mapping, arrays: Mapping, *, on_disk: bool = True)
             f"feature store {where}: attribute classes must be a list of folder names, got "
             f"{type(classes).__name__}; {redo(where)}"
         )
+    if len(classes) > MAX_CLASSES:
+        raise UserError(
+            f"feature store {where}: attribute classes lists {len(classes)} classes, more than "
+            f"the {MAX_CLASSES} four-digit class ids can name; {redo(where)}"
+        )
     if not isinstance(attrs.get("weights", {}), Mapping):
         raise UserError(f"feature store {where}: attribute weights is not a mapping; {redo(where)}")
     needed = list(REQUIRED) + (["tokens"] if depth >= 1 else [])
     missing = [name for name in needed if name not in arrays]
     if missing:
         raise UserError(f"{where} lacks the arrays {missing}; {redo(where)}")
-    n = _check_shapes(where, arrays, needed, views)
+    _check_shapes(where, arrays, needed, views)
     if on_disk:
         for name in needed:
             dtype = DTYPES.get(name)
@@ -76,11 +82,11 @@ def check_store(where, attrs: Mapping, arrays: Mapping, *, on_disk: bool = True)
                     f"{where}/{name} is {arrays[name].dtype} {arrays[name].shape}, expected "
                     f"{dtype} {tuple(arrays[name].shape)}"
                 )
-    _check_labels(where, np.asarray(arrays["labels"][:]), len(classes), n)
+    _check_labels(where, np.asarray(arrays["labels"][:]), len(classes))
 
 
-def _check_shapes(where, arrays: Mapping, needed: list[str], views: int) -> int:
-    """N, once every array's shape agrees with `labels` (N,) and `views`."""
+def _check_shapes(where, arrays: Mapping, needed: list[str], views: int) -> None:
+    """Refuse an array whose shape disagrees with `labels` (N,) or `views`."""
     n = arrays["labels"].shape[0]
     expected = {"keys": (n,), "paths": (n,), "labels": (n,)}
     embed = arrays["embed"].shape
@@ -95,12 +101,10 @@ def _check_shapes(where, arrays: Mapping, needed: list[str], views: int) -> int:
             raise UserError(
                 f"{where}/{name} has shape {shape}, expected {expected[name]}{hint}; {redo(where)}"
             )
-    return n
 
 
-def _check_labels(where, labels: np.ndarray, num_classes: int, n: int) -> None:
-    """Labels in -1..K-1; a labeled store with more classes than samples is refused (its
-    (N, K) screening and head would be sized by a class list the data cannot fill)."""
+def _check_labels(where, labels: np.ndarray, num_classes: int) -> None:
+    """Labels in -1..K-1: a label outside the class list would index past every (N, K) array."""
     if not len(labels):
         return
     low, high = int(labels.min()), int(labels.max())
@@ -108,9 +112,4 @@ def _check_labels(where, labels: np.ndarray, num_classes: int, n: int) -> None:
         raise UserError(
             f"feature store {where}: labels span {low}..{high} but attribute classes lists "
             f"{num_classes} classes (labels must be -1..{num_classes - 1}); {redo(where)}"
-        )
-    if high >= 0 and num_classes > n:
-        raise UserError(
-            f"feature store {where}: attribute classes lists {num_classes} classes for {n} "
-            f"samples (a labeled store cannot have more classes than samples); {redo(where)}"
         )
