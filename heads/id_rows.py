@@ -16,16 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine.classnames import class_id, read_text
 from engine.errors import UserError
 
 MAX_ID = 9999  # ids are four digits
-
-
-def class_id(classes: list[str], index: int) -> str:
-    """Four-digit id: the class folder name when numeric (`42` -> `0042`), else the index."""
-    name = classes[index] if 0 <= index < len(classes) else ""
-    number = int(name) if name.isascii() and name.isdigit() else int(index)
-    return f"{number:04d}"
 
 
 def read_id_rows(path: Path, *, what: str, classes: list[str] | None = None) -> dict[str, str]:
@@ -41,10 +35,7 @@ def read_id_rows(path: Path, *, what: str, classes: list[str] | None = None) -> 
             nor (with `classes`) a class folder, or a name given two different classes.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # utf-8-sig: a BOM is not part of a name
-    except UnicodeDecodeError as err:
-        raise UserError(f"{what} file {path} is not UTF-8 ({err}); save it as UTF-8") from err
+    text = read_text(path, f"{what} file")  # a BOM is dropped: it is not part of a name
     index = {name: i for i, name in enumerate(classes or [])}
     rows: dict[str, str] = {}
     first_line: dict[str, int] = {}

@@ -82,6 +82,7 @@ def run_config_from(settings: dict) -> RunConfig:
 
 def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     """Train, export and report one run; returns its folder (see the module docstring)."""
+    from engine.classnames import check_class_ids
     from heads.inputs import backbone_weights, ensure_store
 
     names = _read_names(cfg.class_names)
@@ -90,6 +91,7 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
         paths.writable_dir(Path(out), "--out")
     given = Path(cfg.shards) if cfg.shards else None
     data, *shards = ensure_store(Path(cfg.features), given, cfg.train.unfreeze_last, cfg.weights)
+    check_class_ids(data.classes, data.path)  # older shards may hold two classes with one id
     data.check_depth(cfg.train.unfreeze_last)
     weights = backbone_weights(data.attrs, cfg.weights, need=cfg.train.unfreeze_last > 0)
     cfg.weights = _stamp(data.attrs, weights)

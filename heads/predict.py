@@ -2,7 +2,7 @@
 
     count, csv_path, zip_path = predict_source(Path("work/runs/latest"), Path("data/test"),
                                                Path("pred_results.csv"))
-    rows = [("0001.jpg", class_id(classes, 42))]      # class_id: heads.id_rows
+    rows = [("0001.jpg", class_id(classes, 42))]
     write_predictions(rows, Path("pred_results.csv"))   # also writes pred_results.zip
 
 A folder of images is packed into temporary shards first (broken files repaired there, each
@@ -25,20 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from engine import paths
+from engine.classnames import class_id, class_ids  # class_id: imported from here by others
 from engine.errors import UserError
 from engine.faults import fault_point
 from engine.scratch import scratch_dir
 from features.provenance import check_fresh, find_shards
 from features.store import open_store
-from heads.id_rows import class_id
 
 log = logging.getLogger(__name__)
 
 
 def prediction_rows(names: Iterable[str], logits: np.ndarray, classes: list[str]):
-    """(name, class id) per sample, argmax of the logits (n, K)."""
+    """(name, class id) per sample, argmax of the logits (n, K); classes with one id refused."""
+    ids = class_ids(classes, "the model")
     best = np.asarray(logits).argmax(axis=1)
-    return [(name, class_id(classes, int(i))) for name, i in zip(names, best, strict=True)]
+    return [(name, ids[int(i)]) for name, i in zip(names, best, strict=True)]
 
 
 def format_rows(rows: Iterable[tuple[str, str]]) -> str:
@@ -109,7 +110,13 @@ def predict_store(model, store: Path, trained_weights: str | None = None, shards
 
 
 def rejected_paths(manifest: dict) -> list[str]:
-    """The files `engine shard` could not read, as the manifest names them."""
+    """The files `engine shard` could not read (they get the fallback row), as the manifest
+    names them; the skipped ones (not images: hidden, links to nothing, FIFOs...) are named in
+    a warning, without a row."""
+    skipped = manifest.get("skipped", [])
+    if skipped:
+        log.warning("%d file(s) skipped, no row: %s", len(skipped),
+                    ", ".join(f"{s['path']} ({s['reason']})" for s in skipped))  # fmt: skip
     return [r["path"] for r in manifest.get("rejected", [])]
 
 
@@ -155,7 +162,8 @@ def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "au
 
     with scratch_dir("predict") as tmp:  # removed on any exit; swept if this run is killed
         shard_dir = tmp / "shards"
-        pack(folder, shard_dir, ShardConfig())  # all cores; same bytes whatever the count
+        # Unlabeled: a test folder's sub-folders are not classes; their files get rows too.
+        pack(folder, shard_dir, ShardConfig(labeled=False))  # all cores; same bytes any count
         return predict_shards(model, shard_dir, batch_size, backend)
 
 
@@ -198,8 +206,13 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
 
     out = paths.writable_file(Path(out), "--out")
     kind = source_kind(Path(src))
+    if kind == "images":  # names a CSV row cannot hold, or no file: refused before any work
+        from shards.sources import list_sources
+
+        list_sources(Path(src), labeled=False)
     run = resolve_run(Path(run))
     model = load_model(run, device=str(resolve_device(device)))
+    class_ids(model.classes, run)  # two classes with one id: refused before any work
     if kind != "store" and model.visual is None:
         raise UserError(
             f"{run} holds only the head (trained without the store's backbone weights at "

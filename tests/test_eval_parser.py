@@ -79,4 +79,4 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
     labels.write_text(_lines(ROWS), encoding="utf-16")
     result = CliRunner().invoke(main, ["eval", _write(tmp_path / "p.csv", _lines(PRED)),
                                        str(labels)])  # fmt: skip
-    _refused(result, f"labels file {labels} is not UTF-8")
+    _refused(result, f"labels file {labels} is UTF-16 text; save it as UTF-8")

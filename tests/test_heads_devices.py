@@ -9,6 +9,7 @@ from heads_helpers import features_from_images, tiny_visual
 
 from heads import tensors as T
 from heads.config import TrainConfig
+from heads.epoch import fp32_head
 from heads.head import make_head
 from heads.trainer import fit
 
@@ -58,8 +59,7 @@ def test_fp32_head_escapes_an_outer_bf16_autocast():
     expected = head(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         in_bf16 = head(x)
-        with T.fp32(CPU):  # what the trainer wraps the head in
-            logits = head(x.float())
+        logits = fp32_head(head, CPU)(x)
     assert in_bf16.dtype == torch.bfloat16  # what the trainer used to get on the GPU
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)

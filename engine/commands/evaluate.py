@@ -38,7 +38,7 @@ def class_list(manifest: dict) -> list[str]:
 
 def train_counts_from(manifest: dict) -> dict[str, float]:
     """Class id -> training count from a shard manifest (class_counts)."""
-    from heads.id_rows import class_id
+    from engine.classnames import class_id
 
     classes = class_list(manifest)
     return {
