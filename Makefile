@@ -31,7 +31,7 @@ LOCK_CUDA := $(if $(filter 12,$(CUDA)),12,13)
 LOCK := requirements/lock-py$(PYV)-cu$(LOCK_CUDA).txt
 TORCH_PIN := $(shell sed -n 's/^\(torch\(vision\)\{0,1\}==[^ ]*\).*/\1/p' requirements/constraints.txt)
 TORCH_INDEX_12 ?= https://download.pytorch.org/whl/cu128
-DALI_EXTRA := dali-cuda$(or $(CUDA),13)
+
 # Which variant the venv holds: changing CUDA= reinstalls.
 STAMP := $(VENV)/.setup-cuda-$(or $(CUDA),default)
 UV_VERSION := 0.13.9

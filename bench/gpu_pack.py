@@ -17,13 +17,18 @@ manylinux x86-64 wheel, its size and sha256, so that the tests check the packs o
     python -m bench.gpu_pack record                 # make lock
     python -m bench.gpu_pack names slim|dali        # package==version lines
     python -m bench.gpu_pack parts dali             # the part plan: part, file, size
+    python -m bench.gpu_pack verify slim .whl/slim  # sha256 as locked, size limit (slim)
+    python -m bench.gpu_pack split .whl/dali-wheels .whl/dali   # part-1/, part-2/, ...
+    python -m bench.gpu_pack join /tmp/engine-dali  # there: wheels now whole, not yet listed
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
+import shutil
 import sys
 import urllib.request
 from dataclasses import dataclass, field
@@ -192,10 +197,11 @@ def read_record(path: Path = WHEELS) -> list[dict]:
     return rows
 
 
-def plan_parts(rows: list[dict], limit: int = PART_LIMIT) -> list[list[tuple[str, int, int]]]:
+def plan_parts(rows: list[dict], limit: int | None = None) -> list[list[tuple[str, int, int]]]:
     """Wheels into parts of at most `limit` bytes: (filename, start, end) byte ranges, whole
     wheels where they fit (largest first, first part with room), else a wheel's pieces in
-    parts of their own, one after the other."""
+    parts of their own, one after the other. `limit` defaults to PART_LIMIT."""
+    limit = PART_LIMIT if limit is None else limit
     parts: list[list[tuple[str, int, int]]] = []
     room: list[int] = []
     for row in sorted(rows, key=lambda r: -r["size"]):
@@ -216,14 +222,88 @@ def plan_parts(rows: list[dict], limit: int = PART_LIMIT) -> list[list[tuple[str
     return parts
 
 
+def verify(group: str, folder: Path) -> int:
+    """Every wheel of `group` in `folder`, byte for byte as recorded (so as locked), and the
+    slim pack within SLIM_LIMIT."""
+    rows = [r for r in read_record() if r["group"] == group]
+    problems = []
+    for row in rows:
+        path = Path(folder) / row["filename"]
+        if not path.is_file():
+            problems.append(f"missing {row['filename']}")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:
+            problems.append(f"{row['filename']}: sha256 differs from the lock")
+    total = sum(r["size"] for r in rows)
+    if group == "slim" and total > SLIM_LIMIT:
+        problems.append(f"slim pack {total / 2**20:.1f} MiB > {SLIM_LIMIT / 2**20:.0f} MiB")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{group}: {len(rows)} wheels, {total / 2**20:.1f} MiB" + (" FAILED" * bool(problems)))
+    return 1 if problems else 0
+
+
+def split(wheels: Path, out: Path) -> int:
+    """The DALI wheels into part-1/, part-2/, ... per `plan_parts`; a wheel larger than a part
+    becomes pieces named `WHEEL.piece-START-END-SIZE`. Each part holds PARTS (their count)."""
+    rows = [r for r in read_record() if r["group"] == "dali"]
+    sizes = {r["filename"]: r["size"] for r in rows}
+    parts = plan_parts(rows)
+    for k, part in enumerate(parts, 1):
+        folder = Path(out) / f"part-{k}"
+        folder.mkdir(parents=True)
+        (folder / "PARTS").write_text(f"{len(parts)}\n")
+        for name, start, end in part:
+            if (start, end) == (0, sizes[name]):
+                shutil.copyfile(Path(wheels) / name, folder / name)
+                continue
+            with open(Path(wheels) / name, "rb") as src:
+                src.seek(start)
+                piece = folder / f"{name}.piece-{start}-{end}-{sizes[name]}"
+                piece.write_bytes(src.read(end - start))
+    return 0
+
+
+def join(store: Path) -> list[Path]:
+    """Wheels in `store` that are whole now (pieces joined once the last one is there) and not
+    yet handed out by an earlier call: what to install after this part."""
+    store = Path(store)
+    pieces: dict[str, list[tuple[int, int, int, Path]]] = {}
+    for path in store.glob("*.piece-*"):
+        name, span = path.name.rsplit(".piece-", 1)
+        start, end, size = (int(x) for x in span.split("-"))
+        pieces.setdefault(name, []).append((start, end, size, path))
+    for name, spans in pieces.items():
+        spans.sort()
+        whole = spans[0][0] == 0 and spans[-1][1] == spans[0][2]
+        whole = whole and all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+        if whole:
+            with open(store / name, "wb") as dst:
+                for *_, path in spans:
+                    dst.write(path.read_bytes())
+            for *_, path in spans:
+                path.unlink()
+    done_list = store / ".handed-out"
+    done = set(done_list.read_text().split()) if done_list.exists() else set()
+    ready = sorted(p for p in store.glob("*.whl") if p.name not in done)
+    done_list.write_text("\n".join(sorted(done | {p.name for p in ready})) + "\n")
+    return ready
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("verb", choices=("record", "names", "parts"))
-    parser.add_argument("group", nargs="?", choices=("slim", "dali"), default="slim")
+    parser.add_argument("verb", choices=("record", "names", "parts", "verify", "split", "join"))
+    parser.add_argument("args", nargs="*")
     args = parser.parse_args(argv)
     if args.verb == "record":
         return record()
-    rows = [r for r in read_record() if r["group"] == args.group]
+    if args.verb == "verify":
+        return verify(args.args[0], Path(args.args[1]))
+    if args.verb == "split":
+        return split(Path(args.args[0]), Path(args.args[1]))
+    if args.verb == "join":
+        print("\n".join(str(p) for p in join(Path(args.args[0]))))
+        return 0
+    rows = [r for r in read_record() if r["group"] == args.args[0]]
     if args.verb == "names":
         print("\n".join(f"{r['name']}=={r['version']}" for r in rows))
         return 0
