@@ -20,6 +20,7 @@ manylinux x86-64 wheel, its size and sha256, so that the tests check the packs o
     python -m bench.gpu_pack verify slim .whl/slim  # sha256 as locked, size limit (slim)
     python -m bench.gpu_pack split .whl/dali-wheels .whl/dali   # part-1/, part-2/, ...
     python -m bench.gpu_pack join /tmp/engine-dali  # there: wheels now whole, not yet listed
+    python -m bench.gpu_pack namespace /tmp/site    # there: `nvidia` spans the host's too
 """
 
 from __future__ import annotations
@@ -289,9 +290,27 @@ def join(store: Path) -> list[Path]:
     return ready
 
 
+NAMESPACE_INIT = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+
+
+def open_namespace(site: Path) -> bool:
+    """Make `site/nvidia` extend over every other `nvidia` folder on sys.path.
+
+    Some DALI codec wheels (nvjpeg2k, nvtiff) ship an empty `nvidia/__init__.py`: installed
+    into a folder ahead of the host's site-packages, it turns `nvidia` into a regular package
+    that hides the host's `nvidia.cu13`, `nvidia.cudnn`, ... The pkgutil form (what
+    nvimgcodec's wheel ships) keeps every portion visible. Returns whether it rewrote it."""
+    init = Path(site) / "nvidia" / "__init__.py"
+    if not init.exists() or init.read_text() == NAMESPACE_INIT:
+        return False
+    init.write_text(NAMESPACE_INIT)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("verb", choices=("record", "names", "parts", "verify", "split", "join"))
+    verbs = ("record", "names", "parts", "verify", "split", "join", "namespace")
+    parser.add_argument("verb", choices=verbs)
     parser.add_argument("args", nargs="*")
     args = parser.parse_args(argv)
     if args.verb == "record":
@@ -301,7 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "split":
         return split(Path(args.args[0]), Path(args.args[1]))
     if args.verb == "join":
-        print("\n".join(str(p) for p in join(Path(args.args[0]))))
+        for path in join(Path(args.args[0])):
+            print(path)
+        return 0
+    if args.verb == "namespace":
+        open_namespace(Path(args.args[0]))
         return 0
     rows = [r for r in read_record() if r["group"] == args.args[0]]
     if args.verb == "names":

@@ -16,6 +16,7 @@ PYTHON=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
 OUT=${OUT:-work/gpu-out}
 DALI_STORE=${DALI_STORE:-/tmp/engine-dali}
+WHL=${WHL:-.whl}  # where `pack` writes; the calls carry .whl/slim and .whl/dali/part-K
 BASE_PARTS=cuda,trunk,train,screen,memory,pytest,features
 BASE_LIMIT_S=330  # call 1 must end within 6 minutes, install included
 platforms=(manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_25_x86_64
@@ -33,18 +34,19 @@ download() {  # GROUP DIR: the group's wheels, at the recorded versions, checked
 }
 
 pack() {
-  download slim .whl/slim
-  download dali .whl/dali-wheels
-  rm -rf .whl/dali
-  python3 -m bench.gpu_pack split .whl/dali-wheels .whl/dali
-  rm -rf .whl/dali-wheels
-  du -sh .whl/slim .whl/dali/part-*
+  download slim "$WHL/slim"
+  download dali "$WHL/dali-wheels"
+  rm -rf "$WHL/dali"
+  python3 -m bench.gpu_pack split "$WHL/dali-wheels" "$WHL/dali"
+  rm -rf "$WHL/dali-wheels"
+  du -sh "$WHL/slim" "$WHL"/dali/part-*
 }
 
 install_wheels() {  # FILE...: into $SITE, no index, no dependency resolution, no bytecode
   [ "$#" -gt 0 ] || return 0
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$@"
+  "$PYTHON" -m bench.gpu_pack namespace "$SITE"  # DALI's codecs must not hide the host's nvidia.*
   echo "installed $# wheel(s) into $SITE"
 }
 
@@ -69,6 +71,9 @@ base() {
 dali() {  # K: keep part K beside the earlier ones, install what is whole, run at the last
   local k=$1 total
   mkdir -p "$DALI_STORE" "$OUT"
+  if [ -d .whl/slim ] && [ ! -d "$SITE/zarr" ]; then  # a fresh machine: call 1's pack again
+    install_wheels .whl/slim/*.whl
+  fi
   cp .whl/dali/part-"$k"/* "$DALI_STORE"/
   total=$(cat "$DALI_STORE/PARTS")
   mapfile -t ready < <("$PYTHON" -m bench.gpu_pack join "$DALI_STORE")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A replica of the GPU host, checked automatically (CI runs it): a clean Python 3.12 holding only
 # the host's packages (requirements/gpu-host.txt: torch 2.11 CUDA build, torchvision 0.26, ...),
-# the slim pack installed by bench/gpu_plan.sh exactly as on the host, then call 1's check as a
-# dry run and the collection of the gpu-marked tests. Fails if the host would fail to import.
+# then every call of bench/gpu_plan.sh as on the host, its checks as dry runs: call 1 (the slim
+# pack; every part but DALI's), then one call per DALI part (the last runs the DALI part), and
+# the collection of the gpu-marked tests. Fails where the host would fail to install or import.
 #
-# The host venv and the slim pack are cached under $REPLICA_CACHE (keyed by the files that
-# define them); a fresh machine pays ~70 s for the venv (torch 2.11's CUDA wheels from PyPI,
-# measured on a 2-core CI machine) and ~5 s for the pack.
+# The host venv and the packs are cached under $REPLICA_CACHE (keyed by the files that define
+# them); a fresh machine pays for the venv (torch 2.11's CUDA wheels from PyPI) and the packs
+# (~25 s): see bench/RESULTS.md for the measured times.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -30,26 +31,26 @@ if [ ! -f "$venv/.complete" ]; then
   touch "$venv/.complete"
 fi
 echo "replica venv: $venv ($(( $(date +%s) - start )) s)"
-slim_key=$(grep -P '\tslim\t' requirements/wheels-py312.tsv | sha256sum | cut -c1-12)
-slim=$cache/slim-$slim_key
-if [ ! -f "$slim/.complete" ]; then
-  rm -rf "$slim"; mkdir -p "$slim"
-  python3 -m bench.gpu_pack names slim >"$slim/names.txt"
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform any -d "$slim" -r "$slim/names.txt"
-  python3 -m bench.gpu_pack verify slim "$slim"
-  touch "$slim/.complete"
+pack_key=$(cat requirements/wheels-py312.tsv bench/gpu_pack.py | sha256sum | cut -c1-12)
+packs=$cache/packs-$pack_key
+if [ ! -f "$packs/.complete" ]; then  # `gpu_plan.sh pack`, as here before a lease (PyPI)
+  rm -rf "$packs"
+  WHL="$packs" bash bench/gpu_plan.sh pack
+  touch "$packs/.complete"
 fi
 # The host's working copy: the repository's tracked files (what a call carries) and the pack.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git ls-files -z | xargs -0 cp --parents -t "$work" 2>/dev/null || cp -r . "$work"
-mkdir -p "$work/.whl/slim" && cp "$slim"/*.whl "$work/.whl/slim/"
+mkdir -p "$work/.whl" && cp -r "$packs/slim" "$packs/dali" "$work/.whl/"
 cd "$work"
 export PYTHON="$venv/bin/python" SITE="$work/site" OUT="$work/out" PYTHONNOUSERSITE=1
-export CHECK_ARGS="--dry-run" OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-bash bench/gpu_plan.sh base
+export CHECK_ARGS="--dry-run" OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} DALI_STORE="$work/dali-store"
+bash bench/gpu_plan.sh base  # call 1
+parts=$(cat .whl/dali/part-1/PARTS)
+for k in $(seq 1 "$parts"); do  # calls 2.., each with one part; the last runs the DALI part
+  bash bench/gpu_plan.sh dali "$k"
+done
 files=$(PYTHONPATH="$work:$SITE" "$PYTHON" -c \
   'from bench.gpu_check_parts import gpu_test_files; print(" ".join(gpu_test_files()))')
 PYTHONPATH="$work:$SITE" "$PYTHON" -m pytest -q -p no:cacheprovider --collect-only -m gpu $files \
@@ -58,6 +59,8 @@ tail -n 1 "$OUT/collect.txt"
 grep -Eq '^[0-9]+(/[0-9]+)? tests? (collected|selected)' "$OUT/collect.txt" ||
   { echo "gpu tests: nothing collected" >&2; exit 1; }
 mkdir -p "$repo/work"
-cp "$OUT/gpu_check_base.json" "$repo/work/gpu_replica.json"
+cp "$OUT"/gpu_check_*.json "$repo/work/"
 echo "replica passed in $(( $(date +%s) - start )) s: $(PYTHONPATH="$SITE" "$PYTHON" -c \
-  'import sys, torch, zarr, open_clip; print("Python", sys.version.split()[0], "torch", torch.__version__, "zarr", zarr.__version__, "open_clip", open_clip.__version__)')"
+  'import sys, torch, zarr, open_clip, nvidia.dali as d; print("Python", sys.version.split()[0],
+   "torch", torch.__version__, "zarr", zarr.__version__, "open_clip", open_clip.__version__,
+   "DALI", d.__version__)')"

@@ -70,7 +70,7 @@ def test_split_then_join_gives_back_every_wheel_part_by_part(tmp_path, monkeypat
             (store / f.name).write_bytes(f.read_bytes())
         got.append([p.name for p in gpu_pack.join(store)])
     assert sorted(sum(got, [])) == sorted(r["filename"] for r in rows)
-    assert got[-1] == [rows[0]["filename"]]  # the big one once its last piece came
+    assert rows[0]["filename"] in got[-1] and got[0] == []  # big: once its last piece came
     assert (store / rows[0]["filename"]).read_bytes() == bytes(range(25))
 
 
@@ -81,3 +81,41 @@ def test_the_plan_script_runs_every_step_and_call_one_carries_under_8_mib():
     assert '--out "$OUT/$1.json"' in script and "-u -m bench.gpu_check" in script
     assert "features" in script.split("BASE_PARTS=")[1].splitlines()[0]
     assert "dali" not in script.split("BASE_PARTS=")[1].splitlines()[0]
+
+
+def test_each_call_carries_at_most_its_limit():
+    """Call 1: the repository's tracked files and the slim pack <= 8 MiB; a DALI call: the
+    repository and one part <= 64 MiB."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("git") is None or not (gpu_pack.ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=gpu_pack.ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")  # fmt: skip
+    repo = sum((gpu_pack.ROOT / f).stat().st_size for f in files if (gpu_pack.ROOT / f).is_file())
+    rows = gpu_pack.read_record()
+    slim = sum(r["size"] for r in rows if r["group"] == "slim")
+    assert repo + slim <= 8 * 2**20, (repo, slim)
+    parts = gpu_pack.plan_parts([r for r in rows if r["group"] == "dali"])
+    largest = max(sum(e - s for _, s, e in part) for part in parts)
+    assert repo + largest <= 64 * 2**20
+
+
+def test_dalis_codec_wheels_do_not_hide_the_hosts_nvidia_packages(tmp_path):
+    import subprocess
+    import sys
+
+    host, site = tmp_path / "host", tmp_path / "site"
+    (host / "nvidia" / "cu13").mkdir(parents=True)  # the host's torch libraries: a namespace
+    (host / "nvidia" / "cu13" / "__init__.py").write_text("")
+    (site / "nvidia" / "dali").mkdir(parents=True)
+    (site / "nvidia" / "dali" / "__init__.py").write_text("")
+    (site / "nvidia" / "__init__.py").write_text("")  # what nvjpeg2k's wheel ships
+    probe = [sys.executable, "-c", "import nvidia.dali, nvidia.cu13"]
+    env = {"PYTHONPATH": f"{site}:{host}"}
+    assert subprocess.run(probe, env=env, capture_output=True).returncode != 0  # hidden
+    assert gpu_pack.open_namespace(site) and not gpu_pack.open_namespace(site)
+    assert subprocess.run(probe, env=env, capture_output=True).returncode == 0
