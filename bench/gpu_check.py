@@ -73,6 +73,18 @@ def run_part(name: str, sizes: CheckSizes) -> list[dict]:
     return lines
 
 
+def apply_engine_numerics() -> dict | None:
+    """The numerics the engine's commands run with (TF32 where the tolerance allows it,
+    deterministic kernels: heads.numerics), set before the first CUDA kernel so that every part
+    measures what `engine train` / `engine screen` run; their flags, or None where the module
+    is absent."""
+    try:
+        from heads.numerics import apply_numerics
+    except ImportError:
+        return None
+    return apply_numerics()
+
+
 def _header(sizes: CheckSizes, argv: list[str]) -> dict:
     import torch
 
@@ -89,7 +101,8 @@ def _header(sizes: CheckSizes, argv: list[str]) -> dict:
 
 def run_check(sizes: CheckSizes, out: Path, names: list[str], argv: list[str] = ()) -> dict:
     """Run `names` in order, rewriting `out` after each part; returns the report."""
-    report = {**_header(sizes, list(argv)), "lines": [], "complete": False}
+    numerics = apply_engine_numerics()
+    report = {**_header(sizes, list(argv)), "numerics": numerics, "lines": [], "complete": False}
     start = time.perf_counter()
     for name in names:
         log.info("gpu check: part %s ...", name)

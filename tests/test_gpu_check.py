@@ -237,3 +237,17 @@ def test_repeated_shards_hold_n_images_in_few_distinct_files(tmp_path):
     assert open_shards(out).manifest["num_samples"] == 64
     tars = sorted(out.glob("shard-*.tar"))
     assert len(tars) == 4 and tars[0].stat().st_ino == tars[2].stat().st_ino  # hard links
+
+
+def test_the_check_runs_with_the_engines_numerics(tmp_path, monkeypatch):
+    set_before = []
+    flags = {"tf32_matmul": True, "deterministic": True}
+    fake = types.SimpleNamespace(apply_numerics=lambda: set_before.append(1) or flags)
+    monkeypatch.setitem(sys.modules, "heads.numerics", fake)
+    monkeypatch.setitem(
+        gpu_check.PARTS, "trunk", lambda s: [check_line("trunk", "r", len(set_before), "x")]
+    )
+    out = tmp_path / "check.json"
+    assert gpu_check.main(["--dry-run", "--out", str(out), "--parts", "trunk"]) == 0
+    report = json.loads(out.read_text())
+    assert report["numerics"] == flags and report["lines"][0]["value"] == 1  # set before parts
