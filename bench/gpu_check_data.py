@@ -183,8 +183,11 @@ class JpegUtilisation:
         self._proc = None
         if shutil.which("nvidia-smi"):
             cmd = ["nvidia-smi", "dmon", "-s", "u", "-d", "1"]
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
-                                          stderr=subprocess.DEVNULL)  # fmt: skip
+            try:
+                self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                                              stderr=subprocess.DEVNULL)  # fmt: skip
+            except OSError:  # evidence only: the check goes on without it
+                return
             threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:

@@ -251,3 +251,17 @@ def test_the_check_runs_with_the_engines_numerics(tmp_path, monkeypatch):
     assert gpu_check.main(["--dry-run", "--out", str(out), "--parts", "trunk"]) == 0
     report = json.loads(out.read_text())
     assert report["numerics"] == flags and report["lines"][0]["value"] == 1  # set before parts
+
+
+def test_jpeg_engine_use_is_read_from_nvidia_smi_dmon():
+    import io
+
+    monitor = gpu_check_data.JpegUtilisation.__new__(gpu_check_data.JpegUtilisation)
+    monitor.peak = None
+    dmon = (
+        "# gpu    sm   mem   enc   dec   jpg   ofa\n# Idx     %     %     %     %     %     %\n"
+        "    0    50     3     0     0    37     0\n    0    10     3     0     0    12     0\n"
+    )
+    monitor._proc = types.SimpleNamespace(stdout=io.StringIO(dmon))
+    monitor._read()
+    assert monitor.peak == 37.0
