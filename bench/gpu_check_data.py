@@ -340,19 +340,12 @@ def part_features(sizes: CheckSizes) -> list[dict]:
 
 def part_dali(sizes: CheckSizes) -> list[dict]:
     """The features pass through DALI (`mixed` on a GPU): the engine's primary backend."""
-    from shards.decode import HAS_DALI
+    import shards.decode as decode
 
-    if not HAS_DALI:
-        return [
-            check_line(
-                "dali",
-                "features pass (dali-gpu, depth 2), steady",
-                None,
-                "img/s",
-                15_000,
-                note="skipped: DALI is not installed (carry its parts)",
-            )
-        ]
+    if not decode.has_dali():  # the import's own error says which wheel is missing
+        why = getattr(decode, "DALI_IMPORT_ERROR", "")
+        name = "features pass (dali-gpu, depth 2), steady"
+        return [check_line("dali", name, None, "img/s", 15_000, note=f"skipped: {why}")]
     backend = "dali-gpu" if sizes.device == "cuda" else "dali-cpu"
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         return features_lines("dali", backend, sizes, Path(tmp))

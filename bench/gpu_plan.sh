@@ -44,8 +44,15 @@ pack() {
 
 install_wheels() {  # FILE...: into $SITE, no index, no dependency resolution, no bytecode
   [ "$#" -gt 0 ] || return 0
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "$@"
+  # Into a folder of their own, then merged: `pip install --target` replaces a top-level
+  # folder that is already there, so the nvidia/ of a later part would delete nvidia/dali.
+  local stage
+  stage=$(mktemp -d)
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target "$stage" "$@"
+  mkdir -p "$SITE"
+  cp -a "$stage"/. "$SITE"/
+  rm -rf "$stage"
   "$PYTHON" -m bench.gpu_pack namespace "$SITE"  # DALI's codecs must not hide the host's nvidia.*
   echo "installed $# wheel(s) into $SITE"
 }

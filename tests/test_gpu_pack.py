@@ -119,3 +119,36 @@ def test_dalis_codec_wheels_do_not_hide_the_hosts_nvidia_packages(tmp_path):
     assert subprocess.run(probe, env=env, capture_output=True).returncode != 0  # hidden
     assert gpu_pack.open_namespace(site) and not gpu_pack.open_namespace(site)
     assert subprocess.run(probe, env=env, capture_output=True).returncode == 0
+
+
+def test_parts_installed_one_after_another_keep_each_others_files(tmp_path):
+    """`pip install --target` replaces a top-level folder already there: the plan installs each
+    part into a folder of its own and merges it, so part 5's nvidia/ keeps part 4's
+    nvidia/dali (two tiny wheels sharing `nvidia/`, built here)."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    wheels = []
+    for name in ("first", "second"):
+        path = tmp_path / f"nv_{name}-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(path, "w") as whl:
+            whl.writestr(f"nvidia/{name}/__init__.py", "")
+            info = f"nv_{name}-1.0.dist-info"
+            whl.writestr(
+                f"{info}/METADATA", f"Metadata-Version: 2.1\nName: nv-{name}\nVersion: 1.0\n"
+            )
+            whl.writestr(
+                f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+            )
+            whl.writestr(f"{info}/RECORD", "")
+        wheels.append(path)
+    site = tmp_path / "site"
+    script = gpu_pack.ROOT / "bench" / "gpu_plan.sh"
+    install = f"source <(sed -n '/^install_wheels() {{/,/^}}/p' {script}); cd {gpu_pack.ROOT}; "
+    env = {**os.environ, "PYTHON": sys.executable, "SITE": str(site)}
+    for wheel in wheels:  # one call each, as the parts arrive
+        subprocess.run(["bash", "-c", install + f"install_wheels {wheel}"], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+    assert (site / "nvidia" / "first").is_dir() and (site / "nvidia" / "second").is_dir()

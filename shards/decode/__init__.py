@@ -33,8 +33,9 @@ def has_dali() -> bool:
             import nvidia.dali  # noqa: F401
 
             globals()["HAS_DALI"] = True
-        except ImportError:
+        except ImportError as err:  # kept, so that a check can say why DALI is missing
             globals()["HAS_DALI"] = False
+            globals()["DALI_IMPORT_ERROR"] = f"{type(err).__name__}: {err}"
     return globals()["HAS_DALI"]
 
 
