@@ -47,10 +47,7 @@ cd "$work"
 export PYTHON="$venv/bin/python" SITE="$work/site" OUT="$work/out" PYTHONNOUSERSITE=1
 export CHECK_ARGS="--dry-run" OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} DALI_STORE="$work/dali-store"
 bash bench/gpu_plan.sh base  # call 1
-parts=$(cat .whl/dali/part-1/PARTS)
-for k in $(seq 1 "$parts"); do  # calls 2.., each with one part; the last runs the DALI part
-  bash bench/gpu_plan.sh dali "$k"
-done
+# The gpu-marked tests must collect with call 1's packages alone (no DALI, no wds2idx yet).
 files=$(PYTHONPATH="$work:$SITE" "$PYTHON" -c \
   'from bench.gpu_check_parts import gpu_test_files; print(" ".join(gpu_test_files()))')
 PYTHONPATH="$work:$SITE" "$PYTHON" -m pytest -q -p no:cacheprovider --collect-only -m gpu $files \
@@ -58,6 +55,10 @@ PYTHONPATH="$work:$SITE" "$PYTHON" -m pytest -q -p no:cacheprovider --collect-on
 tail -n 1 "$OUT/collect.txt"
 grep -Eq '^[0-9]+(/[0-9]+)? tests? (collected|selected)' "$OUT/collect.txt" ||
   { echo "gpu tests: nothing collected" >&2; exit 1; }
+parts=$(cat .whl/dali/part-1/PARTS)
+for k in $(seq 1 "$parts"); do  # calls 2.., each with one part; the last runs the DALI part
+  bash bench/gpu_plan.sh dali "$k"
+done
 mkdir -p "$repo/work"
 cp "$OUT"/gpu_check_*.json "$repo/work/"
 echo "replica passed in $(( $(date +%s) - start )) s: $(PYTHONPATH="$SITE" "$PYTHON" -c \
