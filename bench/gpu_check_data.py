@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.gpu_check_parts import CheckSizes, _fit_rate, check_line, synthetic_features
+from features.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,13 @@ def part_memory(sizes: CheckSizes) -> list[dict]:
                                 note=note or _describe(plan)))  # fmt: skip
     clip = sizes.clip()
     visual = clip.model.visual
-    data = synthetic_features(sizes.memory_n, sizes.classes, 0, visual, sizes.device)
+    base = synthetic_features(sizes.memory_n, sizes.classes, 0, visual, sizes.device)
     # (V, N, 50, 768) zeros as a view of one row: no 23 GB filled or copied on the host
     # before the GPU sees them (np.zeros would be read page by page by the token loader).
     row = np.zeros((1, 1, 50, visual.transformer.width), np.float16)
-    data.tokens = np.broadcast_to(row, (sizes.memory_views, sizes.memory_n, *row.shape[2:]))
-    data.depth = 2
+    tokens = np.broadcast_to(row, (sizes.memory_views, sizes.memory_n, *row.shape[2:]))
+    data = FeatureStore.from_arrays(embed=base.embed, labels=base.labels, classes=base.classes,
+                                    tokens=tokens, depth=2)  # fmt: skip
     start = time.perf_counter()
     error = None
     try:

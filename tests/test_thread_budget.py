@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from test_features_extract import labeled, make_cfg  # noqa: F401  (module fixture)
 
+from bench.tiny_clip import tiny_clip
 from features.chunks import WRITERS
 from features.extract import extract
-from features.testing import tiny_clip
 from features.threads import thread_budget
 
 
