@@ -29,6 +29,7 @@ from features.distributed import DistContext
 from features.meta import MetaCache
 from features.provenance import source_record, stale_keys
 from features.store import FeatureStore, StoreSpec, open_store, remove_store
+from features.threads import thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,8 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         keep_tokens=cfg.depth >= 1,
     )
     assembler = ChunkAssembler(store, MetaCache(shard_dir), store.done_chunks())
+    # Decode threads get the cores the store writers, feeder and this loop leave them.
+    workers = cfg.workers if cfg.workers is not None else thread_budget().decode
     loader = loader_factory(
         shard_dir,
         backend=cfg.backend,
@@ -176,7 +179,7 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         rank=ctx.rank,
         world_size=ctx.world_size,
         device=ctx.device,
-        workers=cfg.workers,
+        workers=workers,
         shard_ids=shards_to_decode(shard_dir, store),
     )
     start, computed = time.perf_counter(), 0
