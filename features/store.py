@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from engine.atomic import fsync_tree
 from engine.errors import UserError
 from features.chunkio import RawChunks
 
@@ -248,6 +249,7 @@ class FeatureStore:
         missing = set(range(self.num_chunks)) - self.done_chunks()
         if missing:
             raise RuntimeError(f"{len(missing)} chunks unwritten, e.g. {sorted(missing)[:5]}")
+        fsync_tree(self.path)  # chunk files are written without a per-file fsync (chunkio)
         self.group.attrs["complete"] = True
         self.attrs["complete"] = True
         shutil.rmtree(progress_dir(self.path), ignore_errors=True)

@@ -17,7 +17,6 @@ folder, a comma and a space, the class id as four digits: `xxxx.jpg, 0042`.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import zipfile
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import paths
+from engine.atomic import write_atomic
 from engine.errors import UserError
 from engine.faults import fault_point
 
@@ -52,19 +52,18 @@ def format_rows(rows: Iterable[tuple[str, str]]) -> str:
 def write_predictions(rows: Iterable[tuple[str, str]], out: Path) -> tuple[Path, Path]:
     """Write the CSV (UTF-8, '\\n' line ends) and a zip holding it, both atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = format_rows(rows)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, out)
+    write_atomic(out, text)
     zip_path = out.with_suffix(".zip")
-    tmp_zip = zip_path.with_name(zip_path.name + ".tmp")
-    with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        # fixed timestamp: the same predictions give the same zip bytes
-        info = zipfile.ZipInfo(out.name, date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, text.encode("utf-8"))
-    os.replace(tmp_zip, zip_path)
+    # fixed timestamp: the same predictions give the same zip bytes
+    info = zipfile.ZipInfo(out.name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+
+    def write_zip(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(info, text.encode("utf-8"))
+
+    write_atomic(zip_path, write_zip)
     return out, zip_path
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import write_atomic
+
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.png"
@@ -292,10 +294,10 @@ def write_report(run_dir, evaluation: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     fig = build_figure(load_run(run_dir, evaluation))
     path = run_dir / REPORT_FILE
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
     log.info("report: %s", path)
     return path
 
