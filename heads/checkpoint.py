@@ -24,13 +24,14 @@ from pathlib import Path
 
 import torch
 
+from engine import runs as run_files
 from engine.atomic import write_atomic
 from engine.errors import UserError
 from engine.faults import fault_point
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "last.pt"
+CHECKPOINT = run_files.CHECKPOINT_FILE
 
 
 class Checkpointer:

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine import runs as run_files
 from engine.errors import UserError
 from features.split import split_visual
 from heads import tensors as T
@@ -34,7 +35,7 @@ from heads.head import make_head
 from heads.trainer import TrainedModel
 from shards.decode.preprocess import MEAN, STD
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = run_files.MODEL
 MODEL_FORMAT = "engine.model/2"
 OLD_MODEL_FORMAT = "engine.model/1"  # the whole CLIP in fp32: refused with a one-line reason
 # open_clip's ViT-B/32 eval transform (OpenAI mean/std, bicubic resize, center crop).

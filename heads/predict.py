@@ -17,6 +17,7 @@ folder, a comma and a space, the class id as four digits: `xxxx.jpg, 0042`.
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterable
@@ -25,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from engine import paths
+from engine import runs as run_files
 from engine.atomic import write_atomic
 from engine.errors import UserError
 from engine.faults import fault_point
+from engine.outputs import claim_output_file
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,38 @@ def write_predictions(rows: Iterable[tuple[str, str]], out: Path) -> tuple[Path,
 
     write_atomic(zip_path, write_zip)
     return out, zip_path
+
+
+def claim_predictions(out: Path) -> None:
+    """Refuse an `--out` (or the zip beside it) that exists and is not predictions: the engine
+    overwrites only its own outputs (engine.outputs), never a user's document."""
+    claim_output_file(out, "a predictions CSV", _looks_like_predictions)
+    zip_path = Path(out).with_suffix(".zip")
+    claim_output_file(zip_path, f"a zip of {Path(out).name}", _predictions_zip(Path(out).name),
+                      option="the zip beside --out")  # fmt: skip
+
+
+def _looks_like_predictions(path: Path) -> bool:
+    """Every line `name, dddd` (what `write_predictions` writes)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(_ROW.fullmatch(line) for line in lines)
+
+
+def _predictions_zip(member: str):
+    def check(path: Path) -> bool:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return zf.namelist() == [member]
+        except (OSError, zipfile.BadZipFile):
+            return False
+
+    return check
+
+
+_ROW = re.compile(r".+, \d{4}")
 
 
 def read_predictions(path: Path) -> dict[str, str]:
@@ -193,7 +228,7 @@ def _trained_weights(run: Path) -> str | None:
     import json
 
     try:
-        return json.loads((run / "config.json").read_text(encoding="utf-8")).get("weights")
+        return json.loads((run / run_files.CONFIG).read_text(encoding="utf-8")).get("weights")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -206,6 +241,7 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
     from heads.tensors import resolve_device
 
     out = paths.writable_file(Path(out), "--out")
+    claim_predictions(out)
     kind = source_kind(Path(src))
     run = resolve_run(Path(run))
     model = load_model(run, device=str(resolve_device(device)))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import runs as run_files
 from engine.atomic import write_atomic
 from heads.screen.partition import CLEAN, RELABELED, STATES
 from heads.screen.signals import best_other_class
@@ -131,7 +132,7 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return write_atomic(path, text)
 
 
-SCORES_FILE = "scores.npz"
+SCORES_FILE = run_files.SCORES
 
 
 def write_scores(out_dir: Path, result) -> Path:
