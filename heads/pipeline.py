@@ -211,7 +211,7 @@ def _make_run(runs: Path, out: Path | None, cfg: RunConfig) -> tuple[Path, bool]
     if saved.is_file():
         before = json.loads(saved.read_text(encoding="utf-8"))
         now = json.loads(json.dumps(to_dict(cfg), default=str))
-        differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        differ = _differences(before, now)
         if differ:
             raise UserError(
                 f"--out {run} holds an unfinished run with other settings ({', '.join(differ)} "
@@ -219,6 +219,18 @@ def _make_run(runs: Path, out: Path | None, cfg: RunConfig) -> tuple[Path, bool]
                 "choose another --out"
             )
     return run, False
+
+
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ (`train.seed`), sections looked into."""
+    found = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append(f"{prefix}{key}")
+    return found
 
 
 def _mark_failed(run: Path, created: bool, err: BaseException) -> None:
