@@ -234,3 +234,11 @@ def test_a_file_in_place_of_the_folder_is_refused(tmp_path):
     with pytest.raises(UserError, match="not a folder the engine wrote"):
         remove_owned(tmp_path / "out", KIND)
     assert (tmp_path / "out").read_text() == "not a folder"
+
+
+def test_bench_out_a_folder_of_user_files_is_refused(tmp_path):
+    out = user_folder(tmp_path / "mine")
+    before = snapshot(out)
+    result = invoke("bench", "--stages", "shard", "--quick", "--out", out)
+    one_line_refusal(result, "thesis.txt", "not a bench folder")
+    assert snapshot(out) == before
