@@ -145,11 +145,14 @@ def test_demo_out_a_folder_of_user_files_is_refused(tmp_path, monkeypatch):
     assert snapshot(out) == before
 
 
-def test_demo_out_an_earlier_demo_is_rebuilt(tmp_path, monkeypatch):
+@pytest.mark.parametrize("marked", [True, False])  # False: a demo of an older version
+def test_demo_out_an_earlier_demo_is_rebuilt(tmp_path, monkeypatch, marked):
     out = tmp_path / "demo"
-    claim_output_dir(out, demo.DEMO_OUTPUT)
-    (out / "data").mkdir()
+    if marked:
+        claim_output_dir(out, demo.DEMO_OUTPUT)
+    (out / "data").mkdir(parents=True)
     (out / "data" / "old.jpg").write_bytes(b"old")
+    (out / demo.DEMO_CONFIG).write_text("{}")
 
     def stop(out, classes, seed):  # the steps after the claim are the demo's own tests'
         raise UserError(f"stopped; {sorted(p.name for p in out.iterdir())}")

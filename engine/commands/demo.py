@@ -22,7 +22,10 @@ from engine import runs as run_files
 from engine.outputs import OutputKind, fresh_output_dir
 
 # `engine demo --out X` rebuilds X only when an earlier demo made it (engine.outputs).
-DEMO_OUTPUT = OutputKind("demo folder", "demo")
+# Older demos left no marker file: their demo_train.json (step 3) identifies them.
+DEMO_OUTPUT = OutputKind(
+    "demo folder", "demo", recognise=lambda d: (d / DEMO_CONFIG).is_file() and (d / "data").is_dir()
+)
 
 # Small enough for < 3 minutes on a 2-core CPU with the real ViT-B/32, large enough for a tail.
 DEMO_CLASSES = 10
@@ -30,6 +33,7 @@ DEMO_NOISE = 0.3
 DEMO_EPOCHS = {"epochs_lp": 5, "epochs_ft": 1}
 # The ViT stages already print their img/s in steps 3-4; the short bench adds the rest.
 DEMO_BENCH_STAGES = "shard,decode,train,screen"
+DEMO_CONFIG = "demo_train.json"
 
 
 def _step(title: str) -> float:
@@ -139,7 +143,7 @@ def _train(out: Path, shards: Path, run: Path, weights: str, seed: int) -> None:
     start = _step("3/6 train: cache features, screen labels (2 rounds), train last 2 blocks")
     # Fewer epochs than the default (10 + 5) keep the demo under 3 minutes on a 2-core CPU
     # (each screening round trains two cross-fitted tails); everything else is the default.
-    config = out / "demo_train.json"
+    config = out / DEMO_CONFIG
     config.write_text(json.dumps({"train": DEMO_EPOCHS}))
     _run(["train", "--config", str(config), "--shards", str(shards / "train"),
           "--features", str(out / "features" / "train.zarr"), "--unfreeze-last", "2",

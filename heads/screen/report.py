@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import runs as run_files
+from engine.atomic import write_atomic
 from engine.jsonfile import write_json
 from heads.classes import class_members
 from heads.screen.partition import STATES
@@ -42,13 +43,11 @@ def save_round(out_dir: Path, r: int, *, state, weights, targets, proposed, labe
     folder = Path(out_dir) / run_files.round_dir(r)
     folder.mkdir(parents=True, exist_ok=True)
     state_file, weight_file, proposed_file, target_file, counts_file = run_files.ROUND_FILES
-    np.save(folder / state_file, state)
-    np.save(folder / weight_file, weights)
-    np.save(folder / proposed_file, proposed)
+    for name, array in ((state_file, state), (weight_file, weights), (proposed_file, proposed)):
+        write_atomic(folder / name, lambda f, array=array: np.save(f, array))
     rows, cols = np.nonzero(targets)
-    np.savez_compressed(
-        folder / target_file, rows=rows, cols=cols, vals=targets[rows, cols], shape=targets.shape
-    )
+    sparse = {"rows": rows, "cols": cols, "vals": targets[rows, cols], "shape": targets.shape}
+    write_atomic(folder / target_file, lambda f: np.savez_compressed(f, **sparse))
     num_classes = targets.shape[1]
     per_class = np.zeros((num_classes, len(STATES)), np.int64)
     np.add.at(per_class, (labels, state), 1)
