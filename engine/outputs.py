@@ -73,8 +73,8 @@ def claim_output_dir(path: Path, kind: OutputKind, *, option: str = "--out",
     marker is kept as it is. `create=False` only checks (nothing is written).
 
     Raises:
-        UserError: `path` is a file, the current folder, another kind's output, or holds
-            anything the engine did not write.
+        UserError: `path` is a file, another kind's output, or a folder (the current one
+            included) holding anything the engine did not write.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -96,7 +96,12 @@ def remove_owned(path: Path, kind: OutputKind, *, option: str = "--out") -> None
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return
-    if path.is_symlink() or not path.is_dir():
+    if path.is_symlink():
+        raise UserError(
+            f"{option} {path} is a symbolic link; the engine deletes nothing through a link: "
+            f"give the folder it points to ({path.resolve()})"
+        )
+    if not path.is_dir():
         raise UserError(f"{option} {path} is not a folder the engine wrote; it is left as it is")
     if not kind.owns(path) and any(path.iterdir()):
         raise UserError(_not_ours(path, kind, option))

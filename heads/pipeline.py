@@ -237,8 +237,11 @@ def _mark_failed(run: Path, created: bool, err: BaseException) -> None:
     """Remove a run this call created that holds nothing to resume; else mark it failed."""
     left = {p.name for p in run.iterdir()} - {run_files.CONFIG, run_files.MARKER}
     if created and not left:
-        remove_owned(run, run_files.RUN_OUTPUT)
-        return
+        try:
+            remove_owned(run, run_files.RUN_OUTPUT)
+            return
+        except (UserError, OSError) as why:  # never hide the error that stopped the run
+            log.warning("could not remove %s: %s", run, why)
     from engine.jsonfile import write_json
 
     try:

@@ -245,3 +245,12 @@ def test_bench_out_a_folder_of_user_files_is_refused(tmp_path):
     result = invoke("bench", "--stages", "shard", "--quick", "--out", out)
     one_line_refusal(result, "thesis.txt", "not a bench folder")
     assert snapshot(out) == before
+
+
+def test_nothing_is_removed_through_a_link(tmp_path):
+    target = tmp_path / "real"
+    claim_output_dir(target, KIND)
+    (tmp_path / "link").symlink_to(target, target_is_directory=True)
+    with pytest.raises(UserError, match="is a symbolic link; the engine deletes nothing"):
+        remove_owned(tmp_path / "link", KIND)
+    assert (target / MARKER).is_file() and (tmp_path / "link").is_symlink()
