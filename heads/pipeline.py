@@ -9,8 +9,9 @@ weights, output folder), so a refused run leaves nothing behind. Its files are n
 unfinished run of the same settings (resumed); a finished run or a folder of the user's is
 refused. A run that fails later is marked (`failed.json` with the error) or, when it holds
 nothing to resume, removed; `finished.json` is written last and `latest` moves only to a
-finished run. `config.json` is `to_dict(RunConfig)` with absolute paths, so
-`engine train --config RUN/config.json` re-makes the run exactly, from any folder.
+finished run. `config.json` is `to_dict(RunConfig)` with its paths relative to the run folder
+(`config_record`), so `engine train --config RUN/config.json` re-makes the run exactly, from
+any working folder.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +87,6 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     from heads.data import load_features
     from heads.inputs import backbone_weights, ensure_store
 
-    cfg = _absolute_paths(cfg)
     names = _read_names(cfg.class_names)
     runs = paths.writable_dir(Path(cfg.runs), "--runs")
     if out is not None:
@@ -110,14 +111,36 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     return run
 
 
-def _absolute_paths(cfg: RunConfig) -> RunConfig:
-    """The config with absolute paths (a weights file included), so that config.json works as
-    `--config` from any working folder."""
-    absolute = {k: str(Path(getattr(cfg, k)).absolute())
-                for k in ("features", "shards", "runs", "class_names") if getattr(cfg, k)}  # fmt: skip
+# RunConfig fields that are paths: config.json holds them relative to its own folder (the run
+# folder), and `--config FILE` reads relative ones against FILE's folder (resolve_config_paths),
+# so a config works from any working folder and a run tree can move as a whole.
+PATH_KEYS = ("features", "shards", "runs", "class_names")
+
+
+def config_record(cfg: RunConfig, run: Path) -> dict:
+    """What config.json holds: `to_dict(cfg)`, its paths (a weights file too) relative to `run`."""
+    record = json.loads(json.dumps(to_dict(cfg), default=str))
+    keys = [k for k in PATH_KEYS if record.get(k)]
     if cfg.weights not in ("openai", "random") and Path(cfg.weights).is_file():
-        absolute["weights"] = str(Path(cfg.weights).absolute())
-    return dataclasses.replace(cfg, **absolute)
+        keys.append("weights")
+    here = Path(run).absolute()
+    for key in keys:
+        record[key] = os.path.relpath(Path(record[key]).absolute(), here)
+    return record
+
+
+def resolve_config_paths(settings: dict, config_file: Path) -> dict:
+    """Settings read from `config_file` with its relative paths made relative to the working
+    folder (they are relative to the file's own folder, see `config_record`)."""
+    base, settings = Path(config_file).parent, dict(settings)
+    for key in (*PATH_KEYS, "weights"):
+        value = settings.get(key)
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            continue
+        if key == "weights" and value in ("openai", "random"):
+            continue
+        settings[key] = os.path.normpath(base / value)
+    return settings
 
 
 def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_init) -> None:
@@ -126,7 +149,7 @@ def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_in
     from heads.export import save_model
     from heads.trainer import fit
 
-    write_json(run / run_files.CONFIG, to_dict(cfg))
+    write_json(run / run_files.CONFIG, config_record(cfg, run))
     (run / run_files.FAILED).unlink(missing_ok=True)
     targets, weights = _screen(cfg, data, store, names, clip, head_init, run)
 
@@ -210,8 +233,7 @@ def _make_run(runs: Path, out: Path | None, cfg: RunConfig) -> tuple[Path, bool]
     saved = run / run_files.CONFIG
     if saved.is_file():
         before = json.loads(saved.read_text(encoding="utf-8"))
-        now = json.loads(json.dumps(to_dict(cfg), default=str))
-        differ = _differences(before, now)
+        differ = _differences(before, config_record(cfg, run))
         if differ:
             raise UserError(
                 f"--out {run} holds an unfinished run with other settings ({', '.join(differ)} "

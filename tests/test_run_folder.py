@@ -101,13 +101,14 @@ def test_config_works_from_another_folder_and_remakes_identical_bytes(tmp_path, 
     assert result.exit_code == 0, result.output
     first = first_dir / "runs" / "first"
     config = json.loads((first / run_files.CONFIG).read_text())
-    assert config["features"] == str(first_dir / "train.zarr")  # absolute
-    assert config["runs"] == str(first_dir / "runs")
+    assert config["features"] == "../../train.zarr"  # relative to config.json's folder
+    assert config["runs"] == ".."
 
     monkeypatch.chdir(other_dir)
     result = invoke("train", "--config", first / run_files.CONFIG, "--out", "again")
     assert result.exit_code == 0, result.output
     again = other_dir / "again"
+    assert json.loads((again / run_files.CONFIG).read_text())["features"] == "../../a/train.zarr"
     model_a = (first / run_files.MODEL).read_bytes()
     assert model_a == (again / run_files.MODEL).read_bytes()
     digest = json.loads((again / run_files.FINISHED).read_text())["model_sha256"]

@@ -43,8 +43,13 @@ def read_config_file(path: Path | None) -> dict:
 
 
 def merge_settings(ctx: click.Context, options: dict) -> dict:
-    """CLI options over --config file values over defaults; only explicit options override."""
+    """CLI options over --config file values over defaults; only explicit options override.
+    Relative paths in the file are relative to its folder; those of options, to the working one."""
+    from heads.pipeline import resolve_config_paths
+
     settings = read_config_file(options["config"])
+    if options["config"] is not None:
+        settings = resolve_config_paths(settings, options["config"])
     train = dict(settings.get("train") or {})
     train.update({k: options[k] for k in TRAIN_OPTIONS if options[k] is not None})
     settings["train"] = train
