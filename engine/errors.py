@@ -47,24 +47,39 @@ def user_error_from(exc: BaseException) -> UserError | None:
     """The one-line `UserError` for `exc`, or None when it is not the user's to fix.
 
     Looks through the exception's causes and contexts too: zarr, PIL and webdataset often
-    re-raise an `OSError` from the path as their own error type.
+    re-raise an `OSError` from the path as their own error type. An OS error that names its
+    file wins over one that does not (a full disk often surfaces as three chained errors, only
+    some with a path); a full or read-only disk is the user's to fix even without a path.
     """
     seen: set[int] = set()
+    pathless = None
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, UserError):
             return exc
-        found = _from_os_error(exc) if isinstance(exc, OSError) else None
-        if found is not None:
-            return found
+        if isinstance(exc, OSError) and exc.errno in _ADVICE:
+            if exc.filename:
+                return _with_path(exc)
+            if pathless is None and exc.errno in _DISK_WIDE:
+                pathless = _without_path(exc)
         exc = exc.__cause__ or exc.__context__
-    return None
+    return pathless
 
 
-def _from_os_error(exc: OSError) -> UserError | None:
-    advice = _ADVICE.get(exc.errno)
-    if advice is None or not exc.filename:
-        return None  # no path to name: not something a user option caused
+# Errors about a whole disk rather than one path: the user's to fix even when the library
+# that hit them dropped the file name.
+_DISK_WIDE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _with_path(exc: OSError) -> UserError:
     target = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
     reason = exc.strerror or os.strerror(exc.errno)
-    return UserError(f"{target}: {reason}; {advice}")
+    return UserError(f"{target}: {reason}; {_ADVICE[exc.errno]}")
+
+
+def _without_path(exc: OSError) -> UserError:
+    reason = exc.strerror or os.strerror(exc.errno)
+    return UserError(
+        f"{reason} (errno {exc.errno}) while writing the output; {_ADVICE[exc.errno]}, then "
+        "run the command again"
+    )

@@ -36,8 +36,9 @@ _HELD: dict[str, int] = {}
 
 
 def lock_path(folder: Path) -> Path:
-    """Where the lock of `folder` lives: `<parent>/.<name>.lock`."""
-    folder = Path(folder).absolute()
+    """Where the lock of `folder` lives: `<parent>/.<name>.lock`, of the resolved path, so
+    `--out D` and `--out LINK_TO_D` (or `D/../D`) contend for one lock."""
+    folder = Path(folder).resolve()
     return folder.parent / f".{folder.name}.lock"
 
 

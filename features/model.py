@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,20 +184,35 @@ def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     from open_clip import load_checkpoint
 
     try:
-        state_dict = _openai_jit_state_dict(path)
-        if state_dict is not None:
-            # TorchScript also saves buffers open_clip registers as non-persistent (attn_mask).
-            transient = {name for name, _ in model.named_buffers()} - set(model.state_dict())
-            for key in transient:
-                state_dict.pop(key, None)
-            model.load_state_dict(state_dict, strict=True)
-        else:
-            load_checkpoint(model, str(path), strict=True)
+        with warnings.catch_warnings():  # torch's note on a pickle's protocol: noise here
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            _load_weights_file(model, path, load_checkpoint)
+    except pickle.UnpicklingError:
+        # torch.load(weights_only=True) refused objects other than tensors; its own message
+        # advises weights_only=False, i.e. running the file's code: never what to do here.
+        raise UserError(
+            f"{path} is not a ViT-B/32 checkpoint: it holds Python objects other than tensors "
+            "(or is not a checkpoint at all), and weights are never loaded by running a "
+            "file's code; pass OpenAI's ViT-B-32.pt or an open_clip ViT-B-32 state dict"
+        ) from None
     except (RuntimeError, KeyError, ValueError) as err:
         raise UserError(
             f"{path} is not a ViT-B/32 CLIP checkpoint ({type(err).__name__}: "
             f"{str(err)[:300]}); pass OpenAI's ViT-B-32.pt or an open_clip ViT-B-32 state dict"
         ) from err
+
+
+def _load_weights_file(model: nn.Module, path, load_checkpoint) -> None:
+    """The TorchScript or state-dict load itself (errors translated by `_load_weights`)."""
+    state_dict = _openai_jit_state_dict(path)
+    if state_dict is None:
+        load_checkpoint(model, str(path), strict=True)
+        return
+    # TorchScript also saves buffers open_clip registers as non-persistent (attn_mask).
+    transient = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    for key in transient:
+        state_dict.pop(key, None)
+    model.load_state_dict(state_dict, strict=True)
 
 
 def _openai_jit_state_dict(path: str | os.PathLike) -> dict | None:

@@ -9,12 +9,14 @@ the logit adjustment and the cached-depth handling are derived, not exposed.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
+from engine import config
 from engine.errors import UserError
-from heads.losses import GCE_Q
-
-HEAD_KINDS = ("cosine", "linear")
+from engine.ranges import NON_NEGATIVE, POSITIVE, UNIT, Interval, check_ranges
+from heads.head import HEADS
+from heads.losses import GCE_Q, LOSSES
 
 
 @dataclass
@@ -32,7 +34,7 @@ class TrainConfig:
         lr_head: AdamW learning rate of the head.
         lr_tail: AdamW learning rate of the unfrozen blocks (much smaller than the head's).
         weight_decay: AdamW weight decay of the head; the tail gets L2-SP instead.
-        loss: one of `heads.losses.list_losses()`.
+        loss: a name registered in `heads.losses.LOSSES`.
         tau: logit adjustment strength (Menon et al. 2021): train on logits + tau*log(prior)
             so the raw logits fit the balanced test set; 0 turns it off. Applies to every loss.
         gce_q: exponent of the generalized cross-entropy (q -> 0: CE, q = 1: MAE).
@@ -41,12 +43,15 @@ class TrainConfig:
         l2sp: strength of the L2-SP penalty l2sp/2 * ||theta - theta_pretrained||^2 on the tail.
         wise_alpha: WiSE-FT: final tail = pretrained + alpha * (trained - pretrained);
             1 keeps the fine-tuned weights, 0 gives back the pretrained ones exactly.
-        head: "cosine" (normalised weights, scaled by 1/temperature) or "linear".
+        head: a name registered in `heads.head.HEADS`: "cosine" (normalised weights, scaled
+            by 1/temperature) or "linear".
         temperature: softmax temperature of the cosine head (logit scale 1/temperature).
         seed: seeds the batch order and the view draws; same seed, same model on the CPU.
         device: "auto" (CUDA when present), "cpu" or "cuda[:i]".
         views: cached views used as augmentation (None = all the store holds); view 0 is the
             eval view, so views=1 trains on exactly what prediction sees.
+        deterministic: deterministic kernels on the GPU (`heads.numerics`); False trades
+            bit-exact re-runs for whatever speed the non-deterministic kernels give.
     """
 
     unfreeze_last: int = 0
@@ -83,10 +88,18 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     views: int | None = None
+    # Deterministic GPU kernels (heads.numerics): a seeded run re-makes the same model.
+    deterministic: bool = True
+
+    # Every float field and its valid interval (engine.ranges: finite, in range, one line).
+    RANGES: ClassVar[dict[str, Interval]] = {
+        "lr_head": POSITIVE, "lr_tail": POSITIVE, "weight_decay": NON_NEGATIVE,
+        "tau": NON_NEGATIVE, "gce_q": Interval(0.0, 1.0, low_open=True),
+        "sce_alpha": NON_NEGATIVE, "sce_beta": NON_NEGATIVE, "l2sp": NON_NEGATIVE,
+        "wise_alpha": UNIT, "temperature": POSITIVE,
+    }  # fmt: skip
 
     def __post_init__(self) -> None:
-        from heads.losses import list_losses
-
         if not 0 <= self.unfreeze_last <= 12:
             raise UserError(f"unfreeze_last must be in 0..12, got {self.unfreeze_last}")
         if self.epochs_lp < 0 or self.epochs_ft < 0 or self.epochs_lp + self.epochs_ft < 1:
@@ -96,16 +109,9 @@ class TrainConfig:
             )
         if self.batch_size is not None and self.batch_size < 1:
             raise UserError(f"batch_size must be >= 1 or None (auto), got {self.batch_size}")
-        if self.loss not in list_losses():
-            raise UserError(f"unknown loss {self.loss!r}; choose one of {list_losses()}")
-        if self.head not in HEAD_KINDS:
-            raise UserError(f"unknown head {self.head!r}; choose one of {list(HEAD_KINDS)}")
-        if not 0.0 <= self.wise_alpha <= 1.0:
-            raise UserError(f"wise_alpha must be in [0, 1], got {self.wise_alpha}")
-        if not 0.0 < self.gce_q <= 1.0:
-            raise UserError(f"gce_q must be in (0, 1], got {self.gce_q}")
-        if self.temperature <= 0:
-            raise UserError(f"temperature must be > 0, got {self.temperature}")
+        LOSSES.get(self.loss)  # the registries name the valid choices in one line
+        HEADS.get(self.head)
+        check_ranges(self, self.RANGES, "train")
         if self.views is not None and self.views < 1:
             raise UserError(f"views must be >= 1 or None (all), got {self.views}")
 
@@ -119,9 +125,5 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        """Build from a dict; unknown keys fail with the valid ones named."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise UserError(f"unknown train config keys {unknown}; valid: {sorted(valid)}")
-        return cls(**d)
+        """Build from a dict; unknown keys fail with the valid ones named (`engine.config`)."""
+        return config.from_dict(cls, d, where="train")

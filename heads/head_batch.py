@@ -1,6 +1,8 @@
 """The batch size of head-only training (k = 0), picked by a short timed probe on the device.
 
-    seconds = step_timer(make_head_step(head, feats, problem, cfg), device)
+    cfg = resolve_batch_size(cfg, problem, head, embed, checkpointer)  # what fit calls
+    # which is, for a head-only run on CUDA without a batch size or a checkpoint to follow:
+    seconds = step_timer(make_head_step(head, feats, problem, cfg, loss_step), device)
     batch, rates = pick_batch_size(seconds, batch_candidates(n))
     lr_head = scaled_lr(cfg.lr_head, batch)
 
@@ -30,8 +32,12 @@ import copy
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
+
+from heads.epoch import fp32_head
+from heads.losses import loss_from_config, weighted_loss
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,7 @@ def make_head_step(head, feats: torch.Tensor, problem, cfg, loss_step) -> Callab
     Args:
         head: the head about to be trained.
         feats: (n, D) features on the training device.
-        problem: the trainer's `_Problem` (targets, weights, log prior on the device).
+        problem: the trainer's `heads.problem.Problem` (targets, weights, log prior on the device).
         cfg: the run's `TrainConfig`.
         loss_step: `(head, x, targets, weights) -> loss` as the trainer computes it.
     """
@@ -120,9 +126,53 @@ def make_head_step(head, feats: torch.Tensor, problem, cfg, loss_step) -> Callab
 
     def step(batch: int) -> None:
         rows = slice(0, batch)
-        loss = loss_step(probe, feats[rows], problem.targets[rows], problem.weights[rows])
+        targets, weights, _ = problem.batch(rows)
+        loss = loss_step(probe, feats[rows], targets, weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     return step
+
+
+def resolve_batch_size(cfg, problem, head, embed: torch.Tensor | None, ckpt):
+    """`cfg` with its batch size (and for a measured batch, its head lr) resolved: as given,
+    as the checkpoint being resumed used it, 512, or probed for head-only runs on CUDA."""
+    if cfg.batch_size is not None:
+        return cfg
+    state = ckpt.saved()
+    if state and state.get("batch_size"):
+        batch = int(state["batch_size"])
+    elif probes_batch(cfg, problem.device):
+        batch = probe_head_batch(cfg, problem, head, embed)
+    else:
+        batch = REFERENCE_BATCH
+    ckpt.batch_size = batch
+    return replace(cfg, batch_size=batch, lr_head=scaled_lr(cfg.lr_head, batch))
+
+
+def probes_batch(cfg, device: torch.device) -> bool:
+    """Head-only on CUDA: the launch-bound case (see the module docstring)."""
+    return cfg.unfreeze_last == 0 and device.type == "cuda"
+
+
+def probe_head_batch(cfg, problem, head, embed: torch.Tensor) -> int:
+    """The batch `pick_batch_size` chooses from real steps on the first rows of the fit,
+    `embed` (n, D) on the device."""
+    candidates = batch_candidates(len(embed))
+    feats = embed[: max(candidates)]  # (b, D)
+    loss_fn = loss_from_config(cfg)
+
+    def loss_step(probe, x, t, w):
+        logits = fp32_head(probe, problem.device)(x)  # (B, K)
+        return weighted_loss(loss_fn, logits, t, w, problem.log_prior, cfg.tau)
+
+    step = make_head_step(head, feats, problem, cfg, loss_step)
+    batch, rates = pick_batch_size(step_timer(step, problem.device), candidates)
+    log.info(
+        "head-only batch %d (lr_head x%g), samples/s by batch: %s",
+        batch,
+        batch / REFERENCE_BATCH,
+        {b: round(r) for b, r in rates.items()},
+    )
+    return batch

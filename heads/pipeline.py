@@ -84,6 +84,7 @@ def run_config_from(settings: dict) -> RunConfig:
 
 def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     """Train, export and report one run; returns its folder (see the module docstring)."""
+    from engine.classnames import check_class_ids
     from heads.data import load_features
     from heads.inputs import backbone_weights, ensure_store
 
@@ -94,6 +95,7 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
         run_files.claim_run_dir(Path(out), create=False)  # a finished run: refused at once
     store = ensure_store(Path(cfg.features), Path(cfg.shards), cfg.train.unfreeze_last, cfg.weights)
     data = load_features(store)
+    check_class_ids(data.classes, store)  # older shards may hold two classes with one id
     _check_depth(cfg.train.unfreeze_last, data.depth, store)
     weights = backbone_weights(data.attrs, cfg.weights, need=cfg.train.unfreeze_last > 0)
     cfg.weights = _stamp(data.attrs, weights)

@@ -28,6 +28,7 @@ import numpy as np
 from engine import paths
 from engine import runs as run_files
 from engine.atomic import write_atomic
+from engine.classnames import class_id, class_ids  # class_id: imported from here by others
 from engine.errors import UserError
 from engine.faults import fault_point
 from engine.outputs import claim_output_file
@@ -35,17 +36,11 @@ from engine.outputs import claim_output_file
 log = logging.getLogger(__name__)
 
 
-def class_id(classes: list[str], index: int) -> str:
-    """Four-digit id: the class folder name when numeric (`42` -> `0042`), else the index."""
-    name = classes[index] if 0 <= index < len(classes) else ""
-    number = int(name) if name.isascii() and name.isdigit() else int(index)
-    return f"{number:04d}"
-
-
 def prediction_rows(names: Iterable[str], logits: np.ndarray, classes: list[str]):
-    """(name, class id) per sample, argmax of the logits (n, K)."""
+    """(name, class id) per sample, argmax of the logits (n, K); classes with one id refused."""
+    ids = class_ids(classes, "the model")
     best = np.asarray(logits).argmax(axis=1)
-    return [(name, class_id(classes, int(i))) for name, i in zip(names, best, strict=True)]
+    return [(name, ids[int(i)]) for name, i in zip(names, best, strict=True)]
 
 
 def format_rows(rows: Iterable[tuple[str, str]]) -> str:
@@ -193,6 +188,10 @@ def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = 
         logits[index] = model.logits_from_images(images).float().cpu().numpy()  # (B, K)
         fault_point("predict-batch")
     rejected = [r["path"] for r in shards.manifest.get("rejected", [])]
+    skipped = shards.manifest.get("skipped", [])
+    if skipped:  # not images (hidden, links to nothing, FIFOs...): named, without a row
+        log.warning("%d file(s) skipped, no row: %s", len(skipped),
+                    ", ".join(f"{s['path']} ({s['reason']})" for s in skipped))  # fmt: skip
     return names, logits, rejected
 
 
@@ -203,7 +202,8 @@ def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "au
 
     with tempfile.TemporaryDirectory(prefix="engine-predict-") as tmp:
         shard_dir = Path(tmp) / "shards"
-        pack(folder, shard_dir, ShardConfig())  # all cores; same bytes whatever the count
+        # Unlabeled: a test folder's sub-folders are not classes; their files get rows too.
+        pack(folder, shard_dir, ShardConfig(labeled=False))  # all cores; same bytes any count
         return predict_shards(model, shard_dir, batch_size, backend)
 
 
@@ -243,8 +243,13 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
     out = paths.writable_file(Path(out), "--out")
     claim_predictions(out)
     kind = source_kind(Path(src))
+    if kind == "images":  # names a CSV row cannot hold, or no file: refused before any work
+        from shards.sources import list_sources
+
+        list_sources(Path(src), labeled=False)
     run = resolve_run(Path(run))
     model = load_model(run, device=str(resolve_device(device)))
+    class_ids(model.classes, run)  # two classes with one id: refused before any work
     if kind != "store" and model.visual is None:
         raise UserError(
             f"{run} holds only the head (trained without the store's backbone weights at "

@@ -194,11 +194,11 @@ def _panel_rounds(ax, data: RunData) -> None:
         return _missing(ax, "no screening summary (rounds/summary.json)")
     # summary.json's per-state counts, out-of-set included: the stacked parts add up to the
     # samples. Deferred: heads.screen imports torch.
-    from heads.screen.report import COUNT_NAMES
+    from heads.screen.partition import STATES
 
     rounds = [r.get("round", i) for i, r in enumerate(data.rounds)]
     bottom = np.zeros(len(rounds))
-    for key in COUNT_NAMES:
+    for key in STATES:
         values = np.array([r.get("all", {}).get(key, 0) for r in data.rounds], dtype=float)
         ax.bar(rounds, values, bottom=bottom, label=key.replace("_", "-"))
         bottom += values

@@ -188,6 +188,18 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """What the blocks compute in: bf16 under the GPU's autocast, float32 on the CPU."""
+    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+
+
+def to_compute(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """fp16 tokens cast once to the compute dtype: on the GPU fp16 tokens met bf16 block
+    outputs and the residual stream was promoted to fp32 at every block; on the CPU float32
+    (fp16 CPU kernels are slow)."""
+    return x.to(compute_dtype(device))
+
+
 def fp32(device: torch.device):
     """Autocast switched off: the head's (N, D) x (D, K) matmul is cheap, and in bf16 its
     cosines would carry ~3e-3 error, ~0.06 per logit at temperature 0.05."""
@@ -217,8 +229,7 @@ def map_chunks(
         raise ValueError(f"inplace needs out_dtype == table dtype ({table.dtype}), got {out_dtype}")
     for v in range(views):
         for lo in range(0, n, chunk):
-            x = table[v, lo : lo + chunk].to(device, non_blocking=True)
-            x = x.float() if device.type == "cpu" else x
+            x = to_compute(table[v, lo : lo + chunk].to(device, non_blocking=True), device)
             with autocast(device):
                 y = fn(x)
             if out is None:
@@ -241,7 +252,7 @@ def _map_blocks(fn, table, device, out_dtype, chunk: int, inplace: bool) -> torc
                 x = table.on_device(block, device)
             else:
                 x = block.to(device, non_blocking=True)
-            x = x.float() if device.type == "cpu" else x
+            x = to_compute(x, device)
             with autocast(device):
                 y = fn(x)
             if inplace:

@@ -231,8 +231,8 @@ class StreamedTokens:
         fp32 on the CPU, bf16 autocast on the GPU, the result rounded to fp16."""
         if self.transform is None:
             return x
-        from heads.tensors import autocast
+        from heads.tensors import autocast, to_compute  # heads.tensors imports this module
 
         with torch.no_grad(), autocast(device):
-            y = self.transform(x.float() if device.type == "cpu" else x)
+            y = self.transform(to_compute(x, device))
         return y.to(torch.float16)

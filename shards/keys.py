@@ -33,5 +33,6 @@ def make_key(relpath: str) -> str:
         A dot-free, space-free ASCII key, the same for the same path on every run.
     """
     slug = _UNSAFE.sub("_", relpath).strip("_")[:MAX_SLUG] or "x"
-    digest = hashlib.sha1(relpath.encode("utf-8")).hexdigest()[:HASH_CHARS]
+    # The name's bytes as the OS gave them: a name that is not UTF-8 (surrogate escapes) too.
+    digest = hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:HASH_CHARS]
     return f"{slug}-{digest}"

@@ -95,6 +95,14 @@ def _check_shard_list(path: Path, manifest: dict) -> None:
         raise UserError(
             f"{path}: 'shards' must be a list of {{name, index, count}} entries; {REBUILD}"
         )
+    for entry in shards:
+        for key in ("name", "index"):
+            value = entry.get(key)
+            if (key == "name" or value) and not _plain_file_name(value):
+                raise UserError(
+                    f"{path}: shard {key} {value!r} is not a file name inside the shard folder "
+                    f"(absolute paths and '..' are refused, nothing was read); {REBUILD}"
+                )
     counts = [s["count"] for s in shards]
     size, total = manifest["shard_size"], manifest["num_samples"]
     if sum(counts) != total or any(c != size for c in counts[:-1]):
@@ -110,4 +118,13 @@ def _entry_ok(entry) -> bool:
         and isinstance(entry.get("name"), str)
         and isinstance(entry.get("count"), int)
         and entry["count"] >= 0
+    )
+
+
+def _plain_file_name(value) -> bool:
+    """A file name confined to the shard folder: no separator, not `.` or `..`, not absolute."""
+    return (
+        isinstance(value, str)
+        and value not in ("", ".", "..")
+        and not any(c in value for c in "/\\\0")
     )

@@ -23,12 +23,14 @@ with inverted Adobe CMYK, depending on the decoder).
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shards.sources import read_regular_file
 from shards.truncated import load_truncated_images
 
 # Formats whose bytes can be stored as they are (MPO = a camera JPEG with extra frames
@@ -71,7 +73,7 @@ class Prepared:
 def prepare_image(path: Path, short_side: int | None = None, quality: int = 95) -> Prepared:
     """Read `path` and decide what to store for it (see the module table)."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular_file(Path(path))  # never a FIFO or device; size capped
     except OSError as err:
         return Prepared(None, "unknown", reason=f"cannot read file: {err.strerror or err}")
     return prepare_bytes(data, short_side, quality)
@@ -79,13 +81,21 @@ def prepare_image(path: Path, short_side: int | None = None, quality: int = 95) 
 
 def prepare_bytes(data: bytes, short_side: int | None = None, quality: int = 95) -> Prepared:
     """Same as `prepare_image`, from the file's bytes."""
+    with warnings.catch_warnings():
+        # Pillow warns on stderr about images above MAX_IMAGE_PIXELS (a decompression-bomb
+        # guard): such a file's reason says so instead (`_bomb_reason`), in the manifest.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _prepare(data, short_side, quality)
+
+
+def _prepare(data: bytes, short_side: int | None, quality: int) -> Prepared:
     if not data:
         return Prepared(None, "unknown", reason="empty file")
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = (img.format or "unknown").lower()
             size = img.size
-            reasons = _conversion_reasons(data, img, fmt)
+            reasons = _conversion_reasons(data, img, fmt) + _bomb_reason(size)
     except Image.DecompressionBombError as err:
         return Prepared(None, "unknown", reason=f"image too large: {err}")
     except UnidentifiedImageError:
@@ -112,6 +122,15 @@ def _conversion_reasons(data: bytes, img: Image.Image, fmt: str) -> list[str]:
     if orientation not in (1, None):
         reasons.append(f"EXIF orientation {orientation} baked into pixels")
     return reasons
+
+
+def _bomb_reason(size: tuple[int, int]) -> list[str]:
+    """A reason for an image above Pillow's decompression-bomb warning limit (it is re-encoded
+    and named rather than warned about); twice the limit is an error, so rejected."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or size[0] * size[1] <= limit:
+        return []
+    return [f"large image {size[0]}x{size[1]} (over Pillow's {limit} pixel warning limit)"]
 
 
 def jpeg_process(data: bytes) -> tuple[int | None, int | None]:

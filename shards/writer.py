@@ -343,7 +343,8 @@ def build_manifest(
         "resized": sum(s["resized"] for s in parts),
         "repaired": [e for s in parts for e in s["repaired"]],
         "converted": [e for s in parts for e in s["converted"]],
-        "rejected": listing.skipped + [e for s in parts for e in s["rejected"]],
+        "rejected": [e for s in parts for e in s["rejected"]],
+        "skipped": listing.skipped,
         "params": {**cfg.params(), "labeled": listing.labeled},
         "fingerprint": fprint,
     }

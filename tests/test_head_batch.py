@@ -7,8 +7,7 @@ import pytest
 import torch
 from test_heads_helpers import interrupted_fit
 
-from heads import head_batch as HB
-from heads import trainer
+from heads import head_batch
 from heads.config import TrainConfig
 from heads.data import FeatureData
 from heads.trainer import fit
@@ -16,33 +15,37 @@ from heads.trainer import fit
 
 def test_launch_bound_steps_pick_the_largest_batch():
     # 1 ms of launches per step, 1 ns per sample: the rate grows with the batch until 16384
-    batch, rates = HB.pick_batch_size(lambda b: 1e-3 + b * 1e-9, list(HB.CANDIDATES))
+    batch, rates = head_batch.pick_batch_size(
+        lambda b: 1e-3 + b * 1e-9, list(head_batch.CANDIDATES)
+    )
     assert batch == 16384
     assert rates[512] == pytest.approx(512 / (1e-3 + 512e-9))
 
 
 def test_compute_bound_steps_keep_the_smallest_batch():
-    batch, _ = HB.pick_batch_size(lambda b: b * 1e-7, [2048, 512, 1024])  # same rate for all
+    batch, _ = head_batch.pick_batch_size(
+        lambda b: b * 1e-7, [2048, 512, 1024]
+    )  # same rate for all
     assert batch == 512
 
 
 def test_the_smallest_batch_within_ten_percent_of_the_fastest_wins():
     seconds = {512: 1.0, 1024: 1.0, 2048: 1.1, 4096: 2.0}  # rates 512, 1024, 1862, 2048 /s
-    batch, rates = HB.pick_batch_size(seconds.__getitem__, list(seconds))
+    batch, rates = head_batch.pick_batch_size(seconds.__getitem__, list(seconds))
     assert batch == 2048  # 1862 >= 0.9 * 2048; 1024 is not
     assert max(rates, key=rates.get) == 4096
 
 
 def test_candidates_keep_sixteen_steps_per_epoch_and_lr_scales_linearly():
-    assert HB.batch_candidates(300_000) == list(HB.CANDIDATES)  # 16384: 19 steps
-    assert HB.batch_candidates(20_000) == [512, 1024]  # 2048 would give 10
-    assert HB.batch_candidates(100) == [512]
-    assert HB.scaled_lr(1e-3, 4096) == pytest.approx(8e-3)
+    assert head_batch.batch_candidates(300_000) == list(head_batch.CANDIDATES)  # 16384: 19 steps
+    assert head_batch.batch_candidates(20_000) == [512, 1024]  # 2048 would give 10
+    assert head_batch.batch_candidates(100) == [512]
+    assert head_batch.scaled_lr(1e-3, 4096) == pytest.approx(8e-3)
 
 
 def test_step_timer_times_only_the_repeats_on_its_clock():
     calls, ticks = [], iter([10.0, 10.5])
-    seconds = HB.step_timer(calls.append, torch.device("cpu"), warmup=2, repeats=5,
+    seconds = head_batch.step_timer(calls.append, torch.device("cpu"), warmup=2, repeats=5,
                             clock=lambda: next(ticks))  # fmt: skip
     assert seconds(1024) == pytest.approx(0.1)
     assert calls == [1024] * 7
@@ -68,8 +71,8 @@ def probing(monkeypatch):
 
         return seconds
 
-    monkeypatch.setattr(trainer, "_probes_batch", lambda cfg, device: cfg.unfreeze_last == 0)
-    monkeypatch.setattr(HB, "step_timer", fake_timer)
+    monkeypatch.setattr(head_batch, "probes_batch", lambda cfg, device: cfg.unfreeze_last == 0)
+    monkeypatch.setattr(head_batch, "step_timer", fake_timer)
     picked["steps"] = steps
     return picked
 
@@ -88,7 +91,7 @@ def test_fit_trains_with_the_probed_batch_and_nothing_else_changes(probing):
 def test_explicit_batch_and_cpu_default_are_not_probed(probing, monkeypatch):
     data = _data(2_000)
     assert fit(data, TrainConfig(epochs_lp=1, batch_size=256)).cfg.batch_size == 256
-    monkeypatch.setattr(trainer, "_probes_batch", lambda cfg, device: False)  # the CPU rule
+    monkeypatch.setattr(head_batch, "probes_batch", lambda cfg, device: False)  # the CPU rule
     cpu = fit(data, TrainConfig(epochs_lp=1))
     assert (cpu.cfg.batch_size, cpu.cfg.lr_head) == (512, 1e-3)
     assert probing["steps"] == []

@@ -9,8 +9,9 @@ from test_heads_helpers import features_from_images, tiny_visual
 
 from heads import tensors as T
 from heads.config import TrainConfig
+from heads.epoch import fp32_head
 from heads.head import make_head
-from heads.trainer import _fp32_head, fit
+from heads.trainer import fit
 
 CPU = torch.device("cpu")
 
@@ -58,7 +59,7 @@ def test_fp32_head_escapes_an_outer_bf16_autocast():
     expected = head(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         in_bf16 = head(x)
-        logits = _fp32_head(head, CPU)(x)
+        logits = fp32_head(head, CPU)(x)
     assert in_bf16.dtype == torch.bfloat16  # what the trainer used to get on the GPU
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits, expected, rtol=0, atol=0)

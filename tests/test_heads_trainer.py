@@ -208,6 +208,6 @@ def test_unfreeze_more_than_store_depth_is_a_user_error(tiny):
 def test_config_validation_names_choices():
     with pytest.raises(UserError, match="choose one of"):
         TrainConfig(loss="nope")
-    with pytest.raises(UserError, match="unknown train config keys"):
+    with pytest.raises(UserError, match="unknown key.s. epochs in config section 'train'"):
         TrainConfig.from_dict({"epochs": 3})
     assert TrainConfig.from_dict(TrainConfig(seed=5).to_dict()) == TrainConfig(seed=5)

@@ -3,6 +3,7 @@ built on the way, k = 0, random weights) -> predict the test folder. Nothing her
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -58,8 +59,15 @@ def _count_reads(monkeypatch, folder: Path) -> dict[str, int]:
             reads[name] = reads.get(name, 0) + 1
         return opener(file, *args, **kwargs)
 
+    def counted_os_open(file, *args, **kwargs):  # shards.sources.read_regular_file
+        if isinstance(file, str | Path) and (name := inside(file)):
+            reads[name] = reads.get(name, 0) + 1
+        return os_open(file, *args, **kwargs)
+
+    os_open = os.open
     monkeypatch.setattr(Path, "read_bytes", counted_read_bytes)
     monkeypatch.setattr("builtins.open", counted_open)
+    monkeypatch.setattr(os, "open", counted_os_open)
     return reads
 
 

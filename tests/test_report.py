@@ -201,6 +201,6 @@ def test_round_bars_add_up_to_the_samples(full_run):
     data = load_run(run)
     ax = Axes()
     _panel_rounds(ax, data)
-    assert set(ax.bars) == {"kept", "down-weighted", "relabeled", "dropped", "out-of-set"}
+    assert set(ax.bars) == {"clean", "ambiguous", "relabeled", "dropped", "out-of-set"}
     samples = [r["all"]["samples"] for r in data.rounds]
     np.testing.assert_array_equal(sum(ax.bars.values()), samples)

@@ -127,6 +127,7 @@ def test_unknown_weights_train_the_head_at_k0_and_predict_from_the_store(tmp_pat
     assert out.read_text().splitlines() == rows  # the old predictions are left as they were
     images = tmp_path / "imgs"
     images.mkdir()
+    (images / "a.jpg").write_bytes(b"x")  # an empty folder is refused first, before the model
     result = CliRunner().invoke(main, ["predict", str(images), "--model", str(run)])
     one_line_error(result, f"{run} holds only the head")
 

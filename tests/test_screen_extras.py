@@ -215,7 +215,9 @@ def test_core_has_at_most_25_knobs_and_round_trips_through_json():
     cfg = ScreenConfig(rounds=1, extras=("dfr", "srrs-mixup"), probe=ProbeConfig(steps=7))
     back = ScreenConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg and back.extras == ("dfr", "srrs-mixup") and back.probe.steps == 7
-    with pytest.raises(UserError, match=r"unknown screen config keys \['rank_within_class'\]"):
+    with pytest.raises(
+        UserError, match=r"unknown key\(s\) rank_within_class in config section 'screen'"
+    ):
         ScreenConfig.from_dict({"rank_within_class": True})
-    with pytest.raises(UserError, match=r"unknown screen probe config keys \['gce_q'\]"):
+    with pytest.raises(UserError, match=r"unknown key\(s\) gce_q in config section 'screen.probe'"):
         ScreenConfig.from_dict({"probe": {"gce_q": 0.7}})

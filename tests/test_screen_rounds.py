@@ -48,7 +48,7 @@ def test_every_class_keeps_samples_and_rounds_are_saved(data, screened):
     np.testing.assert_allclose(load_targets(out / f"round_{last}" / "target.npz"), result.targets)
     entry = summary["rounds"][-1]
     assert sum(entry[g]["samples"] for g in ("head", "medium", "tail")) == len(data.labels)
-    assert entry["all"]["kept"] == int((result.state == 0).sum())
+    assert entry["all"]["clean"] == int((result.state == 0).sum())
 
 
 def test_same_seed_identical_results(data, screened):
@@ -59,17 +59,23 @@ def test_same_seed_identical_results(data, screened):
 
 
 def test_round_counts_partition_the_samples(data, screened):
-    """kept + down_weighted + relabeled + dropped + out_of_set == samples, in every group
-    (out-of-set samples were counted inside `dropped` too, so the parts added up to more)."""
+    """The five states (partition.STATES, the one vocabulary: summary.json, class_counts.json
+    and the page use its names) add up to the samples in every group (out-of-set samples
+    were counted inside `dropped` too, so the parts added up to more)."""
     result, out = screened
     summary = json.loads((out / "summary.json").read_text())
-    parts = ("kept", "down_weighted", "relabeled", "dropped", "out_of_set")
+    parts = STATES
     for entry in summary["rounds"]:
         for group in ("all", "head", "medium", "tail"):
             assert sum(entry[group][p] for p in parts) == entry[group]["samples"]
     last = summary["rounds"][-1]["all"]
     want = np.bincount(result.state, minlength=len(STATES)).tolist()
     assert [last[p] for p in parts] == want and want[STATES.index("out_of_set")] > 0
+    assert set(last) == {"samples", *STATES}  # no second name for a state
+    counts = json.loads(
+        (out / f"round_{len(summary['rounds']) - 1}" / "class_counts.json").read_text()
+    )
+    assert tuple(counts["states"]) == STATES
 
 
 def test_signals_are_registered_and_combined_in_registration_order(data, screened):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import shutil
 import subprocess
 import tempfile
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from heads.screen.page import PageConfig, PageSource, write_suspects
-from heads.screen.partition import CLEAN, RELABELED, STATES
+from heads.screen.partition import CLEAN, DROPPED, RELABELED, STATES
 from heads.screen.report import summarise
 from heads.screen.rounds import ScreenResult
 from heads.screen.suspects import CSV_HEAD, read_suspects_csv, suspect_rows
@@ -299,3 +300,19 @@ def test_mislabeled_share_counts_known_wrong_paths_among_the_first_rows(packed, 
     wrong = {rows[0]["path"], rows[2]["path"], "not/a/suspect.jpg"}
     assert mislabeled_share(files.csv, wrong, top=2) == (1, 2)
     assert mislabeled_share(files.csv, wrong, top=len(rows) + 5) == (2, len(rows))
+
+
+def test_a_card_names_the_weight_the_final_fit_uses(packed, tmp_path):
+    """Issue 19 item 10: "DROPPED ... weight 0.359" read as a contradiction; a dropped
+    sample's weight is its soft-relabel weight on the other classes' consensus."""
+    source, labels = _source(packed)
+    result = _result(labels, len(CLASSES))
+    result.state[:] = DROPPED
+    result.weights[:] = 0.359
+    result.weights[1] = 0.0
+    files = write_suspects(tmp_path, result, labels, source, PageConfig(suspects=len(labels)))
+    cards = {int(m.group(1)): m.group(0) for m in
+             re.finditer(r'<article[^>]*data-index="(\d+)".*?</article>', files.html.read_text(), re.S)}  # fmt: skip
+    assert "<th>weight</th>" not in cards[0]
+    assert "<th>final-fit weight</th><td>0.359 (on other classes)</td>" in cards[0]
+    assert "<th>final-fit weight</th><td>0 (not trained on)</td>" in cards[1]

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from engine import paths
+from engine.commands.options import BATCH_SIZE_RANGE, deterministic_option
 from shards.decode import BACKENDS  # light: no torch until a loader is made
 
 
@@ -45,7 +46,7 @@ from shards.decode import BACKENDS  # light: no torch until a loader is made
     show_default=True,
     help="'openai' (downloaded and cached by open_clip), a checkpoint path, or 'random'.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE_RANGE, default=256, show_default=True)
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -65,9 +66,11 @@ from shards.decode import BACKENDS  # light: no torch until a loader is made
 )
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the trunk (CUDA).")
 @click.option("--force", is_flag=True, help="Overwrite an existing or partial store.")
+@deterministic_option
 def command(
-    shards, out, depth, views, weights, batch_size, backend, workers, seed, device, compile_, force
-) -> None:
+    shards, out, depth, views, weights, batch_size, backend, workers, seed, device, compile_, force,
+    deterministic,
+) -> None:  # fmt: skip
     """Decode SHARDS, run the frozen trunk of CLIP ViT-B/32 and write the feature store.
 
     An interrupted run resumes from its last finished chunk when run again. Under
@@ -76,6 +79,9 @@ def command(
     from features.config import FeatureConfig
     from features.extract import extract
     from features.gpu_env import gpu_visibility_problem
+    from heads.numerics import apply_numerics
+
+    apply_numerics(deterministic=deterministic is not False)  # before the first CUDA kernel
 
     if device != "cpu" and (problem := gpu_visibility_problem()):
         click.echo(f"warning: {problem}", err=True)  # else a silent run on the CPU

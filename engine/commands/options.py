@@ -1,8 +1,56 @@
-"""Options shared by several commands, declared once so they read the same everywhere."""
+"""Options shared by several commands, declared once so they read the same everywhere.
+
+The valid names of heads, losses and screening extras come from their registries
+(`heads.head.HEADS`, `heads.losses.LOSSES`, `heads.screen.extras.EXTRAS`), looked up only
+when a help text is shown or a value is checked: the registries live beside torch, and
+importing it would make every `--help` take seconds instead of a few hundredths.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
+
+# Images per decode/forward batch: 8192 fills an H200 with room to spare; larger ones only
+# fail deep inside DALI (std::bad_alloc) after minutes of set-up, so they are refused first.
+MAX_BATCH_SIZE = 8192
+BATCH_SIZE_RANGE = click.IntRange(1, MAX_BATCH_SIZE)
+
+
+def head_names() -> list[str]:
+    from heads.head import list_heads
+
+    return list_heads()
+
+
+def loss_names() -> list[str]:
+    from heads.losses import list_losses
+
+    return list_losses()
+
+
+def extra_names() -> list[str]:
+    from heads.screen.extras import available
+
+    return list(available())
+
+
+class NamesOption(click.Option):
+    """An option whose help ends with the valid names of a registry ("{names}" in `help`),
+    filled in only when the help is shown."""
+
+    def __init__(self, *args, names: Callable[[], list[str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.names = names
+
+    def get_help_record(self, ctx: click.Context):
+        template = self.help
+        self.help = (template or "").replace("{names}", ", ".join(self.names()))
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = template
 
 
 def screen_extra_option(func):
@@ -12,20 +60,30 @@ def screen_extra_option(func):
         "screen_extra",
         multiple=True,
         callback=check_screen_extras,
-        help="Screening extra to switch on (repeatable); see heads.screen.extras.",
+        cls=NamesOption,
+        names=extra_names,
+        help="Screening extra to switch on (repeatable): {names}.",
     )(func)
 
 
 def check_screen_extras(ctx, param, values):
-    """Refuse a name no screening extra is registered under (when extras exist at all)."""
-    try:
-        from heads.screen.extras import available
-    except ImportError:
+    """Refuse a name no screening extra is registered under."""
+    if not values:
         return values
-    valid = list(available())
+    valid = extra_names()
     unknown = [v for v in values if v not in valid]
     if unknown:
         raise click.BadParameter(
             f"unknown extra(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
         )
     return values
+
+
+def deterministic_option(func):
+    """`--deterministic/--no-deterministic`: deterministic kernels on the GPU (`heads.numerics`)."""
+    return click.option(
+        "--deterministic/--no-deterministic",
+        default=None,
+        help="Deterministic GPU kernels, so a seeded run re-makes the same model (costs little; "
+        "see README 'Reproducibility'). [default: on]",
+    )(func)

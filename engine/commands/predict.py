@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from engine import paths
+from engine.commands.options import BATCH_SIZE_RANGE, deterministic_option
 from features.config import DEVICES  # light: dataclasses only
 from shards.decode import BACKENDS  # light: no torch until a loader is made
 
@@ -26,14 +27,19 @@ from shards.decode import BACKENDS  # light: no torch until a loader is made
               default=paths.LATEST_RUN, show_default=True, help="Run folder holding model.pt.")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=paths.PREDICTIONS,
               show_default=True, help="CSV to write (zip beside it).")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE_RANGE, default=64, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="Image decoding: DALI on the GPU, DALI on the CPU, or Pillow.")  # fmt: skip
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the model runs (auto: CUDA when present).")  # fmt: skip
-def command(src: Path, model_dir: Path, out: Path, batch_size: int, backend: str, device: str):
+@deterministic_option
+def command(src: Path, model_dir: Path, out: Path, batch_size: int, backend: str, device: str,
+            deterministic: bool | None):  # fmt: skip
     """Predict a class for every file of SRC (images, shards or a feature store)."""
+    from heads.numerics import apply_numerics
     from heads.predict import predict_source
+
+    apply_numerics(deterministic=deterministic is not False)
 
     count, csv_path, zip_path = predict_source(
         model_dir, src, out, batch_size=batch_size, backend=backend, device=device

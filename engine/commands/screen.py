@@ -71,7 +71,7 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
-@click.option("--shards", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Shards the store was made from (refused if it was not); the "
               "page's thumbnails come from them. [default: the store's]")  # fmt: skip
 @screen_extra_option
@@ -80,8 +80,11 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from engine.config import from_dict
     from features.store import open_store
-    from heads.screen import ScreenConfig
+    from heads.numerics import apply_numerics
+    from heads.screen import STATES, ScreenConfig
     from heads.screen_store import screen_store
+
+    apply_numerics()  # TF32 kNN and probe, deterministic kernels: before the first CUDA kernel
 
     extras = {"extras": tuple(screen_extra)} if screen_extra else {}
     cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
@@ -91,9 +94,8 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects
     last = result.rounds[-1]["all"]
     click.echo(
         f"screened {len(inputs.labels)} samples in {len(result.rounds) - 1} rounds: "
-        f"kept {last['kept']}, down-weighted {last['down_weighted']}, relabeled "
-        f"{last['relabeled']}, dropped {last['dropped']} (out-of-set {last['out_of_set']}); "
-        f"saved to {out_dir}"
+        + ", ".join(f"{state.replace('_', '-')} {last[state]}" for state in STATES)
+        + f"; saved to {out_dir}"
     )
     if show:
         click.echo(format_suspicious(result, store.paths, inputs.labels, names, show))

@@ -80,14 +80,15 @@ def command(src, out, short_side, workers, shard_size, labeled, force) -> None:
 
 
 def _echo_summary(manifest: dict, out: Path) -> None:
-    """The final summary: totals, then every repaired and rejected file by name."""
+    """The final summary: totals, then every repaired, rejected and skipped file by name."""
+    skipped = manifest.get("skipped", [])  # absent from manifests of older versions
     click.echo(
         f"{manifest['num_samples']} images in {len(manifest['shards'])} shards -> {out} "
         f"({len(manifest['classes'])} classes; {len(manifest['repaired'])} repaired, "
         f"{len(manifest['converted'])} converted, {manifest['resized']} downscaled, "
-        f"{len(manifest['rejected'])} rejected)"
+        f"{len(manifest['rejected'])} rejected, {len(skipped)} skipped)"
     )
-    for entry in manifest["repaired"]:
-        click.echo(f"repaired: {entry['path']}: {entry['reason']}")
-    for entry in manifest["rejected"]:
-        click.echo(f"rejected: {entry['path']}: {entry['reason']}")
+    for kind, entries in (("repaired", manifest["repaired"]), ("rejected", manifest["rejected"]),
+                          ("skipped", skipped)):  # fmt: skip
+        for entry in entries:
+            click.echo(f"{kind}: {entry['path']}: {entry['reason']}")

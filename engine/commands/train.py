@@ -19,11 +19,17 @@ import click
 
 from engine import paths
 from engine import runs as run_files
-from engine.commands.options import screen_extra_option
+from engine.commands.options import (
+    NamesOption,
+    deterministic_option,
+    head_names,
+    loss_names,
+    screen_extra_option,
+)
 from engine.errors import UserError
 
 # Options copied into the `train` section / the top level of the run config when given.
-TRAIN_OPTIONS = ("unfreeze_last", "seed", "loss")
+TRAIN_OPTIONS = ("unfreeze_last", "seed", "loss", "head", "deterministic")
 RUN_OPTIONS = ("features", "shards", "rounds", "weights", "class_names", "runs")
 
 
@@ -88,17 +94,22 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
 @click.option("--class-names", "class_names", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), default=None,
               help="CSV 'folder, name' per class: zero-shot signal and text-initialised head.")  # fmt: skip
-@click.option("--loss", default=None, help="Loss: ce, gce or sce (see heads.losses). "
-              "[default: ce after screening, gce with --rounds 0]")  # fmt: skip
+@click.option("--loss", default=None, cls=NamesOption, names=loss_names,
+              help="Loss: {names}. [default: ce after screening, gce with --rounds 0]")  # fmt: skip
+@click.option("--head", default=None, cls=NamesOption, names=head_names,
+              help="Classifier head: {names}. [default: cosine]")  # fmt: skip
 @screen_extra_option
+@deterministic_option
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A run's config.json: re-run it (explicit options override).")  # fmt: skip
 @click.pass_context
 def command(ctx: click.Context, **options) -> None:
     """Train head and last k blocks from the feature store; writes one merged model."""
+    from heads.numerics import apply_numerics
     from heads.pipeline import run_config_from, run_training
 
     cfg = run_config_from(merge_settings(ctx, options))
+    apply_numerics(deterministic=cfg.train.deterministic)  # before the first CUDA kernel
     run = run_training(cfg, out=options["out"])
     page = run / run_files.ROUNDS / run_files.SUSPECTS_PAGE
     if page.is_file():

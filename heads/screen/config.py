@@ -13,9 +13,11 @@ agreement between independent signals, which adapt to the noise level of each cl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
-from engine.errors import UserError
+from engine import config
+from engine.ranges import NON_NEGATIVE, POSITIVE, UNIT, Interval, check_ranges
 from heads.screen.extras import check_extras
 from heads.screen.probe import ProbeConfig
 
@@ -77,9 +79,19 @@ class ScreenConfig:
     # each was measured neutral or harmful on the bench (bench/NOISY.md) but stays usable.
     extras: tuple[str, ...] = ()
 
+    # Every float field and its valid interval (engine.ranges: finite, in range, one line).
+    RANGES: ClassVar[dict[str, Interval]] = {
+        "trim": Interval(0.0, 1.0, high_open=True), "clean_posterior": UNIT,
+        "noisy_posterior": UNIT, "ambiguous_weight": UNIT, "relabel_bar_tail": UNIT,
+        "relabel_bar_head": UNIT, "out_of_set_bar": UNIT,
+        "max_noisy_share": Interval(0.0, 1.0, low_open=True), "pool_strength": NON_NEGATIVE,
+        "stop_change": UNIT, "zero_shot_temperature": replace(POSITIVE, optional=True),
+    }  # fmt: skip
+
     def __post_init__(self):
         if isinstance(self.probe, dict):
-            self.probe = ProbeConfig(**_known_keys(ProbeConfig, self.probe, "screen probe"))
+            self.probe = config.from_dict(ProbeConfig, self.probe, where="screen.probe")
+        check_ranges(self, self.RANGES, "screen")
         self.extras = tuple(self.extras)
         check_extras(self.extras)
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
@@ -103,14 +115,6 @@ class ScreenConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ScreenConfig:
-        """Build from a dict such as `to_dict()`'s; unknown keys fail with the valid ones."""
-        return cls(**_known_keys(cls, d, "screen"))
-
-
-def _known_keys(cls, d: dict, what: str) -> dict:
-    """`d` itself when every key names a field of `cls`; else one line naming the valid keys."""
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(d) - set(valid))
-    if unknown:
-        raise UserError(f"unknown {what} config keys {unknown}; valid: {valid}")
-    return d
+        """Build from a dict such as `to_dict()`'s; unknown keys fail with the valid ones
+        named (`engine.config.from_dict`, the one place that checks keys)."""
+        return config.from_dict(cls, d, where="screen")

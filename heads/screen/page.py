@@ -29,7 +29,7 @@ from engine import runs as run_files
 from engine.errors import UserError
 from heads.classes import class_members
 from heads.screen.page_style import CSS, SCRIPT
-from heads.screen.partition import CLEAN, STATES
+from heads.screen.partition import CLEAN, DROPPED, STATES
 from heads.screen.suspects import (
     flagged_classes,
     select_suspects,
@@ -235,8 +235,7 @@ def _summary(page: _Page) -> str:
         counts = np.bincount(state[np.isin(labels, classes)], minlength=len(STATES))
         rows.append([f"{name} ({len(classes)} classes)", *counts.tolist(), int(counts.sum())])
     final = _table(["classes", *STATES, "samples"], rows)
-    keys = [key for key in ("kept", "down_weighted", "relabeled", "dropped", "out_of_set")
-            if any(key in r.get("all", {}) for r in page.result.rounds)]  # fmt: skip
+    keys = [key for key in STATES if any(key in r.get("all", {}) for r in page.result.rounds)]
     per_round = _table(
         ["round", *keys, "changed"],
         [[r.get("round", i), *(r.get("all", {}).get(key, "") for key in keys),
@@ -282,10 +281,21 @@ def _examples(page: _Page, c: int, kind: str) -> str:
     return f'<div class="{kind}-ex" data-class="{c}"><h4>{title}</h4>{imgs or "none clean"}</div>'
 
 
+def final_fit_weight(state: int, weight: float) -> str:
+    """The weight the final fit gives a sample, with what it learns where the state alone
+    would mislead: a dropped sample keeps a weight under soft relabeling, on a target that
+    is not its given label ("DROPPED ... weight 0.359" read as a contradiction)."""
+    if weight <= 0:
+        return "0 (not trained on)"
+    if state == DROPPED:
+        return f"{weight:.3f} (on other classes)"  # their consensus, not the given label
+    return f"{weight:.3f}"
+
+
 def _scores(page: _Page, i: int) -> str:
     r = page.result
     rows = [["trust (combined)", f"{r.combined[i]:.3f}"], ["p_clean", f"{r.p_clean[i]:.3f}"],
-            ["weight", f"{r.weights[i]:.3f}"]]  # fmt: skip
+            ["final-fit weight", final_fit_weight(int(r.state[i]), float(r.weights[i]))]]  # fmt: skip
     rows += [[SIGNAL_TITLES.get(s, s), f"{v[i]:.3f}"] for s, v in r.scores.items()]
     return '<table class="scores">' + "".join(
         f"<tr><th>{escape(a)}</th><td>{b}</td></tr>" for a, b in rows

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.ranges import NON_NEGATIVE, POSITIVE, Interval, check_ranges
 from heads.classes import class_prototypes
-from heads.losses import make_loss
+from heads.losses import LOSSES, make_loss
 from heads.tensors import float32_on, resolve_device
 
-LOSSES = ("ce", "gce")
 # Cosine scale of the prototype init: makes the initial softmax as sharp as a trained one.
 INIT_SCALE = 16.0
 # Mild: 30 steps from a prototype init leave the weights near it anyway.
@@ -46,15 +47,17 @@ class ProbeConfig:
     # Logit-adjustment strength tau: 1 is the Bayes-optimal value for a balanced test set;
     # 0 gives the plain-CE probe of the bench's baselines.
     logit_adjust: float = 1.0
-    # "ce", or "gce" (generalised CE, Zhang & Sabuncu 2018, with `heads.losses.GCE_Q`): CE by
+    # A loss of `heads.losses.LOSSES` with its defaults (gce: `heads.losses.GCE_Q`): CE by
     # default since the screening's soft targets and weights already discount noisy labels.
     loss: str = "ce"
 
+    RANGES: ClassVar[dict[str, Interval]] = {"lr": POSITIVE, "logit_adjust": NON_NEGATIVE}
+
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown probe loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        if self.steps < 0 or self.lr <= 0:
-            raise ValueError(f"steps must be >= 0 and lr > 0, got {self.steps}, {self.lr}")
+        LOSSES.get(self.loss)  # any registered loss, named in one line when unknown
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        check_ranges(self, self.RANGES, "screen.probe")
 
 
 @dataclass

@@ -3,9 +3,9 @@
 Files in `out_dir/round_<r>/`: `state.npy` (N,) int8 index into STATES, `weight.npy` (N,)
 float32, `proposed.npy` (N,) int64 (-1 = dropped), `target.npz` (sparse soft targets: `rows`,
 `cols`, `vals` of the non-zero entries, shape (N, K)), `class_counts.json`; and
-`out_dir/summary.json` with one entry per round: the samples per state (`COUNT_NAMES`: kept,
-down_weighted, relabeled, dropped, out_of_set, which add up to `samples`), overall and per
-class group.
+`out_dir/summary.json` with one entry per round: the samples per state (keyed by the state
+names of `heads.screen.partition.STATES`, the one vocabulary of the five states; they add up to
+`samples`), overall and per class group.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from engine.jsonfile import write_json
 from heads.classes import class_members
 from heads.screen.partition import STATES
 
-# summary.json's name for each state, in STATES order; the five parts add up to "samples".
-COUNT_NAMES = ("kept", "down_weighted", "relabeled", "dropped", "out_of_set")
-
 
 def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """Samples per state (a partition of the samples), overall and per class group (head /
@@ -34,7 +31,7 @@ def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
         member = np.isin(labels, classes)
         per_state = np.bincount(state[member], minlength=len(STATES))
         out[name] = {"samples": int(member.sum()),
-                     **{key: int(n) for key, n in zip(COUNT_NAMES, per_state, strict=True)}}  # fmt: skip
+                     **{key: int(n) for key, n in zip(STATES, per_state, strict=True)}}  # fmt: skip
     return out
 
 
