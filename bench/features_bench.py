@@ -207,7 +207,7 @@ def _time_store(tokens: np.ndarray, chunk_n: int, codec: str) -> dict:
             f.stat().st_size for f in (Path(tmp) / "s.zarr" / "tokens").rglob("*") if f.is_file()
         )
         start = time.perf_counter()
-        back = store.tokens(0)
+        back = store.tokens[0]
         read_s = time.perf_counter() - start
         assert np.array_equal(back, tokens[0])
     mb = tokens.nbytes / 1e6

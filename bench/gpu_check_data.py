@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from bench.gpu_check_parts import CheckSizes, _fit_rate, check_line, synthetic_features
+from features.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,11 @@ def part_memory(sizes: CheckSizes) -> list[dict]:
                                 note=note or _describe(plan)))  # fmt: skip
     clip = sizes.clip()
     visual = clip.model.visual
-    data = synthetic_features(sizes.memory_n, sizes.classes, 0, visual, sizes.device)
+    base = synthetic_features(sizes.memory_n, sizes.classes, 0, visual, sizes.device)
     token_shape = (sizes.memory_n, 50, visual.transformer.width)
-    data.tokens = np.zeros((sizes.memory_views, *token_shape), np.float16)  # (V, N, 50, 768)
-    data.depth = 2
+    tokens = np.zeros((sizes.memory_views, *token_shape), np.float16)  # (V, N, 50, 768)
+    data = FeatureStore.from_arrays(embed=base.embed, labels=base.labels, classes=base.classes,
+                                    tokens=tokens, depth=2)  # fmt: skip
     start = time.perf_counter()
     error = None
     try:

@@ -64,7 +64,7 @@ class CheckSizes:
         key = (self.dry, self.device)
         if key not in _CLIPS:
             if self.dry:
-                from features.testing import tiny_clip
+                from bench.tiny_clip import tiny_clip
 
                 _CLIPS[key] = tiny_clip()
             else:
@@ -144,9 +144,9 @@ def part_trunk(sizes: CheckSizes) -> list[dict]:
 
 
 def synthetic_features(n: int, classes: int, depth: int, visual, device: str, seed: int = 0):
-    """`FeatureData` shaped for `visual`: random unit embeddings and (depth >= 1) random fp16
+    """`FeatureStore` shaped for `visual`: random unit embeddings and (depth >= 1) random fp16
     tokens, drawn on `device` (a CPU draws 1e9 normals in tens of seconds, a GPU in ms)."""
-    from heads.data import FeatureData
+    from features.store import FeatureStore
 
     gen = torch.Generator(device).manual_seed(seed)
     embed = torch.randn(n, visual.output_dim, generator=gen, device=device)  # (n, 512)
@@ -157,7 +157,7 @@ def synthetic_features(n: int, classes: int, depth: int, visual, device: str, se
         tokens = torch.randn(1, n, 50, width, generator=gen, device=device, dtype=torch.float16)
         tokens = tokens.cpu().numpy()  # (1, n, 50, W)
     labels = torch.randint(0, classes, (n,), generator=gen, device=device).cpu().numpy()
-    return FeatureData(embed=embed.half().cpu().numpy(), labels=labels, depth=depth,
+    return FeatureStore.from_arrays(embed=embed.half().cpu().numpy(), labels=labels, depth=depth,
                        classes=[f"{k:04d}" for k in range(classes)], tokens=tokens)  # fmt: skip
 
 

@@ -83,13 +83,15 @@ class _Trainer:
     """`heads.trainer.fit` (k = 0, CPU) on the in-memory set: top-1 and a screening train_fn."""
 
     def __init__(self, data, loss: str = "ce"):
+        from features.store import FeatureStore
         from heads.config import TrainConfig
-        from heads.data import FeatureData
 
         classes = [f"{c:04d}" for c in range(data.num_classes)]
         self.data = data
-        self.train = FeatureData(embed=data.embed, labels=data.labels, classes=classes)
-        self.test = FeatureData(embed=data.test_embed, labels=data.test_labels, classes=classes)
+        self.train = FeatureStore.from_arrays(embed=data.embed, labels=data.labels, classes=classes)
+        self.test = FeatureStore.from_arrays(
+            embed=data.test_embed, labels=data.test_labels, classes=classes
+        )
         self.cfg = TrainConfig(device="cpu", loss=loss)
 
     def fit(self, targets=None, weights=None, indices=None, loss: str | None = None):

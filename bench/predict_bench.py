@@ -51,14 +51,16 @@ def make_model(clip, num_classes: int, device: str):
 
 def _token_store(n: int, num_classes: int, seed: int = 0):
     """An in-memory depth-2 feature store of n samples (what `engine features` caches)."""
-    from heads.data import FeatureData
+    from features.store import FeatureStore
 
     rng = np.random.default_rng(seed)
     embed = rng.standard_normal((n, 512)).astype(np.float16)
     tokens = rng.standard_normal((1, n, 50, 768)).astype(np.float16)  # (V, N, 50, 768)
     labels = rng.integers(0, num_classes, n)
     classes = [f"{k:04d}" for k in range(num_classes)]
-    return FeatureData(embed=embed, labels=labels, classes=classes, tokens=tokens, depth=DEPTH)
+    return FeatureStore.from_arrays(
+        embed=embed, labels=labels, classes=classes, tokens=tokens, depth=DEPTH
+    )
 
 
 def _baseline_pass(model, shard_dir: Path, batch_size: int, workers: int):

@@ -98,18 +98,17 @@ def run(
     ]
 
 
-def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
-    """Seconds of one partition (`rounds.screen_round`: mixtures, consensus, partition,
-    targets) on random (N, K) signals: the CPU side of a round, which no device runs for it."""
-    from heads.screen import ScreenConfig, ScreenInputs
+def random_round_inputs(samples: int, num_classes: int, seed: int = 0):
+    """(inputs, fixed evidence, model logits) of one screening round on random (N, K) signals
+    whose top class is usually the given label, as with real signals."""
+    from heads.screen import ScreenInputs
     from heads.screen.evidence import Evidence
-    from heads.screen.rounds import screen_round
     from heads.screen.signals import softmax
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, num_classes, samples)
 
-    def logits():  # the given label is usually the top class, as with real signals
+    def logits():
         z = rng.standard_normal((samples, num_classes), dtype=np.float32) * 3
         z[np.arange(samples), y] += 4
         return z
@@ -123,7 +122,16 @@ def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
         "zero_shot": Evidence(zero_shot[given], zero_shot),
     }  # fmt: skip
     inputs = ScreenInputs(np.zeros((samples, 1), np.float32), y, num_classes)
-    model_logits = logits()
+    return inputs, fixed, logits()
+
+
+def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
+    """Seconds of one partition (`rounds.screen_round`: mixtures, consensus, partition,
+    targets) on `random_round_inputs`: the CPU side of a round, which no device runs for it."""
+    from heads.screen import ScreenConfig
+    from heads.screen.rounds import screen_round
+
+    inputs, fixed, model_logits = random_round_inputs(samples, num_classes, seed)
 
     def one_partition():
         screen_round(inputs, ScreenConfig(), fixed, model_logits)

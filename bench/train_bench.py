@@ -21,13 +21,13 @@ import torch
 
 
 def _data(n: int, classes: int, depth: int, seed: int = 0):
-    from heads.data import FeatureData
+    from features.store import FeatureStore
 
     rng = np.random.default_rng(seed)
     embed = rng.standard_normal((n, 512)).astype(np.float32)
     embed /= np.linalg.norm(embed, axis=1, keepdims=True)
     tokens = rng.standard_normal((1, n, 50, 768)).astype(np.float16) if depth else None
-    return FeatureData(
+    return FeatureStore.from_arrays(
         embed=embed.astype(np.float16),
         labels=rng.integers(0, classes, n),
         classes=[f"{k:04d}" for k in range(classes)],

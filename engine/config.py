@@ -71,13 +71,52 @@ def from_dict(cls: type, d, where: str | None = None):
 
 
 def _typed(hint, value, where: str):
-    """`value` read back as `hint` wants: nested dataclasses rebuilt, lists as tuples."""
+    """`value` read back as `hint` wants: nested dataclasses rebuilt, lists as tuples; a
+    value of another type refused in one line (a JSON `true` is not a seed, nor "10" a count).
+    """
+    given = value
     for option in _options(hint):
         if dataclasses.is_dataclass(option) and value is not None:
             return from_dict(option, value, where)  # refuses anything but a dict
         if tuple in (option, typing.get_origin(option)) and isinstance(value, list):
-            return tuple(value)
+            value = tuple(value)
+            break
+    if hint is not None and not any(_fits(option, value) for option in _options(hint)):
+        raise UserError(
+            f"config key {where} is {given!r} ({type(given).__name__}), expected "
+            f"{' or '.join(_type_name(option) for option in _options(hint))}"
+        )
     return value
+
+
+def _fits(option, value) -> bool:
+    """Whether a JSON-read `value` is of the annotated type `option` (bool is not a number; an
+    int is a float; types this check does not know are accepted)."""
+    origin = typing.get_origin(option) or option
+    if option is type(None):
+        return value is None
+    if option is bool:
+        return isinstance(value, bool)
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if option is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if option is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = [a for a in typing.get_args(option) if a is not Ellipsis]
+        return isinstance(value, tuple) and all(_fits(args[0], v) for v in value if args)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    if origin is typing.Literal:
+        return value in typing.get_args(option)
+    return True
+
+
+def _type_name(option) -> str:
+    if option is type(None):
+        return "null"
+    return str(option) if typing.get_origin(option) else getattr(option, "__name__", str(option))
 
 
 def _options(hint) -> tuple:

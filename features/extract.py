@@ -28,13 +28,12 @@ from features.chunks import ChunkAssembler
 from features.config import FeatureConfig
 from features.distributed import DistContext
 from features.meta import MetaCache
+from features.provenance import source_record, stale_keys
 from features.store import STORE_OUTPUT, FeatureStore, StoreSpec, open_store, remove_store
 
 log = logging.getLogger(__name__)
 
 MAX_CHUNK_N = 256  # 256 rows = 19.7 MB of tokens per view: measured fastest (see store.py)
-# Attributes that must agree for a partial store to be resumed (or a finished one reused).
-_RESUME_KEYS = ("model", "weights", "views", "classes", "preprocess", "source")
 
 
 def default_chunk_n(shard_size: int) -> int:
@@ -127,10 +126,7 @@ def _store_spec(shard_dir: Path, manifest: dict, cfg: FeatureConfig, clip) -> St
         token_shape=(visual.positional_embedding.shape[0], visual.transformer.width),
         embed_dim=visual.output_dim,
         compressor=cfg.compressor,
-        source={
-            "fingerprint": manifest.get("fingerprint"),
-            "num_samples": int(manifest["num_samples"]),
-        },
+        source=source_record(shard_dir, manifest),
     )
 
 
@@ -145,8 +141,7 @@ def _prepare_store(out: Path, spec: StoreSpec, force: bool) -> str:
         remove_store(out)  # not a store we can resume (half-created): start over
         FeatureStore.create(out, spec)
         return "new"
-    wanted = spec.attrs()
-    differs = [k for k in _RESUME_KEYS if _jsonish(existing.attrs.get(k)) != _jsonish(wanted[k])]
+    differs = stale_keys(existing.attrs, spec.attrs())  # the one staleness rule
     same_shape = existing.n == spec.n and existing.chunk_n == spec.chunk_n
     if existing.complete and not differs and existing.depth >= spec.depth:
         log.info("%s is complete (depth %d); nothing to do", out, existing.depth)
@@ -161,13 +156,6 @@ def _prepare_store(out: Path, spec: StoreSpec, force: bool) -> str:
         "resuming %s: %d of %d chunks done", out, len(existing.done_chunks()), existing.num_chunks
     )
     return "resume"
-
-
-def _jsonish(value):
-    """Compare attributes as they round-trip through JSON (tuples become lists)."""
-    import json
-
-    return json.loads(json.dumps(value))
 
 
 def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_factory) -> list:

@@ -1,34 +1,27 @@
 """The Zarr feature store of DESIGN.md: trunk tokens, embeddings, labels and keys per sample.
 
-    store = open_store("work/features/train.zarr")      # validated, complete
-    store.labels            # (N,) int32, -1 when unlabeled
-    store.embed()           # (N, 512) float16, L2-normalised
-    store.tokens(view=0, rows=slice(0, 256))            # (256, 50, 768) float16
+    store = open_store("work/features/train.zarr")    # validated (features.store_check)
+    store.labels                # (N,) int64, -1 when unlabeled
+    store.embed[:]              # (N, 512) float16, L2-normalised (a lazy Zarr array)
+    store.tokens[0, 0:256]      # (256, 50, 768) float16 of view 0; None at depth 0
+    store = FeatureStore.from_arrays(embed=e, labels=y, classes=names)   # the same, in memory
 
-Layout (Zarr v3 group): `keys`, `paths` (N,) variable-length UTF-8; `labels` (N,) int32;
-`embed` (N, 512) float16; `tokens` (V, N, 50, 768) float16 when depth >= 1. Every array is
-chunked along N by `chunk_n` rows (a divisor of the shards' shard_size, so ranks that own whole
-shards never write the same chunk) and by one view along V.
+Layout (Zarr v3 group): `keys`, `paths` (N,) UTF-8; `labels` (N,) int32; `embed` (N, 512) and
+`tokens` (V, N, 50, 768) float16, chunked along N by `chunk_n` rows (a divisor of the shards'
+shard_size, so ranks that own whole shards never write the same chunk) and by one view along V.
 
-Chunking and compression were measured (`python -m bench.features_bench --store`: 1024 rows of
-random-weight ViT-B/32 tokens, 2-core CPU, local disk): zstd-1 shrinks fp16 activations by
-8% (ratio 1.088) and blosc-lz4+shuffle not at all (1.00), while zstd cuts writes 2-4x (87 vs
-309 MB/s at 256 rows) and reads 2-6x; so `tokens` and `embed` are stored uncompressed.
-256-row chunks (19.7 MB per view) wrote at 309 MB/s against 139-152 MB/s for 64-128 rows;
-512 rows wrote no faster and read slower.
+Measured (`python -m bench.features_bench --store`, 2-core CPU): zstd-1 shrinks fp16 tokens by
+8% but cuts writes 2-4x and reads 2-6x, so `tokens` and `embed` are stored uncompressed;
+256-row chunks (19.7 MB per view) wrote fastest (309 MB/s; 139-152 for 64-128 rows). They skip
+zarr's write machinery (`features.chunkio`: the same bytes, temp file + rename, direct I/O;
+`python -m bench.store_bench` times it against the all-zarr `write_chunk_zarr`).
 
-Writes: uncompressed `tokens` and `embed` skip zarr's write machinery and go straight to their
-chunk files (`features.chunkio`: the same bytes, temp file + rename, direct I/O from the
-extractor's page-aligned buffers); `python -m bench.store_bench` times it against the old
-all-zarr path (`write_chunk_zarr`).
+Depth: a store of depth k holds the tokens entering block 12 - k and serves any k' <= k
+(`features.split.Advance` runs the blocks between); `check_depth(k')`, the one depth check of
+every stage, refuses k' > k.
 
-Depth: a store of depth k holds the tokens entering block 12 - k. It serves any k' <= k:
-`features.split.Advance(visual, k, k')` runs the k - k' frozen blocks between
-(the trainer does so once when it loads the store); `check_depth(k')` refuses k' > k.
-
-Resuming: chunks finished by `write_chunk` are recorded as marker files in `<store>.progress/`
-(outside the Zarr hierarchy, and each rank writes only its own markers); `attrs["complete"]`
-turns true only when every chunk is written, and then the progress folder is removed.
+Resuming: chunks finished by `write_chunk` leave marker files in `<store>.progress/` (outside
+the Zarr hierarchy); `attrs["complete"]` turns true once every chunk is written.
 """
 
 from __future__ import annotations
@@ -46,6 +39,7 @@ from engine.atomic import fsync_tree
 from engine.errors import UserError
 from engine.outputs import OutputKind, claim_output_dir, remove_owned
 from features.chunkio import RawChunks
+from features.store_check import check_store
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +99,22 @@ def progress_dir(path: Path) -> Path:
 
 
 class FeatureStore:
-    """A feature store on disk. Build with `FeatureStore.create` or `open_store`."""
+    """The one feature store: written by the extractor, read (and validated) by every stage.
 
-    def __init__(self, path: Path, group: zarr.Group):
-        self.path = Path(path)
+    On disk (`open_store`, `FeatureStore.create`) its arrays are the Zarr group's, read
+    lazily; in memory (`FeatureStore.from_arrays`: tests, benchmarks, simulations) they are
+    NumPy arrays. Readers see the same attributes either way: `embed`, `tokens`, `labels`,
+    `keys`, `paths`, `classes`, `depth`, `views`, `weights`, `source`, `attrs`.
+    """
+
+    def __init__(self, path: Path | None, group: zarr.Group | None, arrays: dict | None = None,
+                 attrs: dict | None = None):  # fmt: skip
+        self.path = Path(path) if path is not None else None
         self.group = group
-        self.attrs = dict(group.attrs)
-        self._arrays: dict[str, zarr.Array] = {}
+        self.attrs = dict(group.attrs) if group is not None else dict(attrs or {})
+        self._arrays: dict = dict(arrays or {})
         self._raw_chunks: dict[str, RawChunks | None] = {}
+        self._read: dict = {}
 
     # ------------------------------------------------------------------ creation / writing
     @classmethod
@@ -158,7 +160,10 @@ class FeatureStore:
 
     @property
     def n(self) -> int:
-        return self.group["labels"].shape[0]
+        """N, the number of samples."""
+        return self._array("labels").shape[0]
+
+    num_samples = n
 
     @property
     def chunk_n(self) -> int:
@@ -262,6 +267,30 @@ class FeatureStore:
         shutil.rmtree(progress_dir(self.path), ignore_errors=True)
 
     # ------------------------------------------------------------------ reading
+    @classmethod
+    def from_arrays(cls, *, embed, labels, classes, tokens=None, depth: int = 0, keys=None,
+                    paths=None, attrs: dict | None = None) -> FeatureStore:  # fmt: skip
+        """An in-memory store over NumPy arrays (tests, benchmarks), validated like one on disk.
+
+        Args:
+            embed: (N, D) embeddings; labels: (N,) int, -1 when unlabeled; classes: K names.
+            tokens: (V, N, L, W) at `depth` >= 1, else None.
+            keys, paths: per-sample strings (default: the row numbers).
+            attrs: further group attributes (weights, preprocess, source, ...).
+        """
+        rows = [str(i) for i in range(len(labels))]
+        arrays = {"embed": embed, "labels": np.asarray(labels),
+                  "keys": np.asarray(rows if keys is None else keys, object),
+                  "paths": np.asarray(rows if paths is None else paths, object)}  # fmt: skip
+        if tokens is not None:
+            arrays["tokens"] = tokens
+        views = int(tokens.shape[0]) if tokens is not None else 1
+        base = {"format": FORMAT, "model": MODEL, "depth": depth, "views": views,
+                "classes": list(classes), "weights": {"name": "random", "sha256": None}}  # fmt: skip
+        store = cls(None, None, arrays, {**base, **(attrs or {})})
+        check_store("(in memory)", store.attrs, store._arrays, on_disk=False)
+        return store
+
     @property
     def complete(self) -> bool:
         return bool(self.attrs.get("complete", False))
@@ -272,6 +301,7 @@ class FeatureStore:
 
     @property
     def views(self) -> int:
+        """Cached views V (1 at depth 0: the embedding of view 0)."""
         return int(self.attrs["views"])
 
     @property
@@ -280,59 +310,54 @@ class FeatureStore:
 
     @property
     def weights(self) -> dict:
-        return dict(self.attrs["weights"])
+        return dict(self.attrs.get("weights") or {})
+
+    @property
+    def source(self) -> dict:
+        """The shards it was made from: `folder`, `fingerprint`, `num_samples` ({} if unknown)."""
+        source = self.attrs.get("source")
+        return dict(source) if isinstance(source, dict) else {}
+
+    def _strings(self, name: str) -> list[str]:
+        if name not in self._read:
+            self._read[name] = [str(s) for s in np.asarray(self._array(name)[:]).tolist()]
+        return self._read[name]
 
     @property
     def keys(self) -> list[str]:
-        return self.group["keys"][:].tolist()
+        return self._strings("keys")
 
     @property
     def paths(self) -> list[str]:
-        return self.group["paths"][:].tolist()
+        return self._strings("paths")
 
     @property
     def labels(self) -> np.ndarray:
-        """(N,) int32 class index per sample, -1 when unlabeled."""
-        return self.group["labels"][:]
+        """(N,) int64 class index per sample, -1 when unlabeled (read once)."""
+        if "labels" not in self._read:
+            self._read["labels"] = np.asarray(self._array("labels")[:]).astype(np.int64)
+        return self._read["labels"]
 
-    def embed(self, rows=slice(None)) -> np.ndarray:
-        """(n, 512) float16 L2-normalised embeddings of `rows` (a slice or sorted indices)."""
-        return _take(self.group["embed"], rows)
+    @property
+    def embed(self):
+        """(N, D) float16 L2-normalised embeddings: the lazy Zarr array on disk (slice it, or
+        read rows with `heads.tensors.read_rows`)."""
+        return self._array("embed")
 
-    def tokens(self, view: int = 0, rows=slice(None)) -> np.ndarray:
-        """(n, 50, 768) float16 tokens of one view at the store's depth.
+    @property
+    def tokens(self):
+        """(V, N, L, W) float16 tokens entering block 12 - depth (lazy Zarr), None at depth 0."""
+        return self._array("tokens") if self.depth >= 1 else None
 
-        Args:
-            view: 0 = eval view, 1.. = training views.
-            rows: a slice or a sorted integer array of sample indices.
-        """
-        if "tokens" not in self.group:
-            raise UserError(f"{self.path} has depth 0 (embeddings only) and holds no tokens")
-        if not 0 <= view < self.views:
-            raise UserError(f"{self.path} holds views 0..{self.views - 1}, not view {view}")
-        array = self.group["tokens"]
-        if isinstance(rows, slice):
-            return array[view, rows]
-        return array.get_orthogonal_selection((view, np.asarray(rows)))
-
-    def token_array(self) -> zarr.Array:
-        """The raw (V, N, 50, 768) Zarr array, for chunk-wise streaming readers."""
-        return self.group["tokens"]
-
-    def check_depth(self, depth: int) -> None:
-        """Refuse a depth this store cannot serve (k' > k)."""
+    def check_depth(self, depth: int, alternative: str = "") -> None:
+        """The one depth check: refuse a depth this store cannot serve (k' > k)."""
         if depth > self.depth:
+            where = self.path or "(in memory)"
             raise UserError(
-                f"{self.path} caches tokens for depth {self.depth} (--unfreeze-last "
-                f"{self.depth}); depth {depth} needs a deeper cache: run `engine features "
-                f"--unfreeze-last {depth} --force`"
+                f"--unfreeze-last {depth} is larger than the depth {self.depth} of the feature "
+                f"store {where}; rebuild features with `engine features SHARDS --unfreeze-last "
+                f"{depth} --out {where} --force`{alternative}"
             )
-
-
-def _take(array: zarr.Array, rows) -> np.ndarray:
-    if isinstance(rows, slice):
-        return array[rows]
-    return array.get_orthogonal_selection((np.asarray(rows),) + (slice(None),) * (array.ndim - 1))
 
 
 def remove_store(path: Path) -> None:
@@ -369,10 +394,15 @@ def is_engine_store(folder: Path) -> bool:
 STORE_OUTPUT = OutputKind("feature store", "features", recognise=is_engine_store, marker_file=False)
 
 
+def as_store(store) -> FeatureStore:
+    """`store` itself when it is a FeatureStore, else the validated store at that path."""
+    return store if isinstance(store, FeatureStore) else open_store(Path(store))
+
+
 def open_store(
     path: Path, *, model: str | None = MODEL, require_complete: bool = True
 ) -> FeatureStore:
-    """Open and validate a feature store.
+    """Open and validate a feature store (`features.store_check`: attributes vs arrays).
 
     Args:
         path: the `.zarr` folder.
@@ -381,7 +411,7 @@ def open_store(
 
     Raises:
         UserError: missing, not an engine feature store, another model, unfinished, or an
-            array with the wrong dtype/shape; the message names the path and what to do.
+            attribute or array that does not fit; the message names the path and what to do.
     """
     path = Path(path)
     redo = f"re-create it with `engine features --out {path} --force`"
@@ -405,29 +435,6 @@ def open_store(
             f"{path} is unfinished (extraction was interrupted); run `engine features` again "
             "to resume it"
         )
-    _check_arrays(path, group, attrs)
-    return FeatureStore(path, group)
-
-
-def _check_arrays(path: Path, group: zarr.Group, attrs: dict) -> None:
-    """Every array DESIGN.md lists is there, with its dtype and a consistent shape."""
-    needed = ["keys", "paths", "labels", "embed"] + (["tokens"] if attrs["depth"] >= 1 else [])
-    missing = [name for name in needed if name not in group]
-    if missing:
-        raise UserError(f"{path} lacks the arrays {missing}; re-create it with --force")
-    n = group["labels"].shape[0]
-    checks = {
-        "labels": (np.dtype("int32"), (n,)),
-        "embed": (np.dtype("float16"), (n, group["embed"].shape[1])),
-    }
-    if "tokens" in needed:
-        checks["tokens"] = (np.dtype("float16"), (attrs["views"], n, *group["tokens"].shape[2:]))
-    for name, (dtype, shape) in checks.items():
-        array = group[name]
-        if array.dtype != dtype or array.shape != shape:
-            raise UserError(
-                f"{path}/{name} is {array.dtype} {array.shape}, expected {dtype} {shape}"
-            )
-    for name in ("keys", "paths"):
-        if group[name].shape != (n,):
-            raise UserError(f"{path}/{name} has shape {group[name].shape}, expected ({n},)")
+    arrays = {name: group[name] for name in group.array_keys()}
+    check_store(path, attrs, arrays)
+    return FeatureStore(path, group, arrays)

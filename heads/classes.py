@@ -86,3 +86,11 @@ def _label_sums(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torc
             hot = torch.nn.functional.one_hot(labels[lo : lo + _ONE_HOT_ROWS], num_classes)
             sums += hot.to(x.dtype).T @ x[lo : lo + _ONE_HOT_ROWS]
     return sums
+
+
+def one_hot_targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, K) float32 one-hot of the given labels; unlabeled rows (-1) are all zero."""
+    targets = np.zeros((len(labels), num_classes), dtype=np.float32)
+    ok = labels >= 0
+    targets[np.nonzero(ok)[0], labels[ok]] = 1.0
+    return targets

@@ -1,13 +1,13 @@
 """A run's inputs, checked before anything is written: the feature store and its weights.
 
-    store = ensure_store(features, shards, depth=2, weights="openai")   # built or resumed
-    check_store_matches(store_attrs, store, shards)   # same shards? (fingerprint, N, classes)
-    weights = backbone_weights(store_attrs, "openai", need=True)          # name, file or None
+    store, shards, note = ensure_store(features, None, depth=2, weights="openai")  # or built
+    weights = backbone_weights(store.attrs, "openai", need=True)           # name, file or None
 
-A store remembers the shards it was made from (`source`: fingerprint and sample count) and
-their class list; `check_store_matches` is the one comparison train, predict and screen use,
-so a stale store (the shards were re-packed) or a foreign one (another folder) is refused
-instead of trained on silently.
+A store remembers the shards it was made from (`source`: folder, fingerprint and sample
+count); `ensure_store` finds them (`--shards` when given, else that folder), builds a missing
+store or resumes an unfinished one from them, and applies the one staleness rule
+(`features.provenance.check_fresh`), so a stale store (other view recipe, re-packed shards)
+or a foreign one (another folder) is refused instead of trained on silently.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from engine import paths
 from engine.errors import UserError
+from features.provenance import (
+    check_fresh,
+    engine_recipe,
+    find_shards,
+    read_manifest_if_any,
+    stale_keys,
+)
+from features.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -23,80 +32,38 @@ RANDOM = "random"
 OPENAI = "openai"
 
 
-def read_manifest_if_any(shards: Path) -> dict | None:
-    """The shard folder's manifest, or None when there are no shards there."""
-    if not (Path(shards) / "manifest.json").is_file():
-        return None
-    from shards.manifest import load_manifest
-
-    return load_manifest(Path(shards))
-
-
-def store_mismatch(attrs: dict, manifest: dict) -> list[str]:
-    """What differs between a store's recorded source and a shard manifest ([] = same)."""
-    source = attrs.get("source") or {}
-    differs = []
-    if source.get("fingerprint") and source["fingerprint"] != manifest.get("fingerprint"):
-        differs.append(
-            f"fingerprint {str(source['fingerprint'])[:12]} vs "
-            f"{str(manifest.get('fingerprint'))[:12]}"
-        )
-    if "num_samples" in source and int(source["num_samples"]) != int(manifest["num_samples"]):
-        differs.append(f"{source['num_samples']} vs {manifest['num_samples']} samples")
-    classes = list(attrs.get("classes") or [])
-    if classes != list(manifest.get("classes") or []):
-        differs.append(f"{len(classes)} vs {len(manifest.get('classes') or [])} classes")
-    return differs
-
-
-def check_store_matches(attrs: dict, store: Path, shards: Path) -> None:
-    """Refuse a store that was not made from the shards at `shards` (when there are any)."""
-    manifest = read_manifest_if_any(shards)
-    if manifest is None:
-        return
-    differs = store_mismatch(attrs, manifest)
-    if differs:
-        raise UserError(
-            f"feature store {store} was not made from the shards in {shards} "
-            f"({'; '.join(differs)}); rebuild it with `engine features {shards} --out {store} "
-            "--force`, or pass the --shards it was made from"
-        )
-
-
-def _store_state(store: Path) -> tuple[dict, bool] | None:
-    """(attrs, complete) of the store at `store`, None when there is no store there."""
-    if not (store / "zarr.json").is_file():
-        return None
-    import zarr
-
-    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
-    return attrs, bool(attrs.get("complete", True))
-
-
-def ensure_store(store: Path, shards: Path, depth: int, weights: str) -> Path:
-    """The feature store at `store`: checked against `shards`, resumed or built from them.
+def ensure_store(store: Path, shards: Path | None, depth: int, weights: str):
+    """(the feature store at `store`, the shards folder it came from or None, why None):
+    checked fresh, resumed or built from `shards` (default: the folder the store recorded,
+    else `work/shards/train` to build a missing one).
 
     Raises:
-        UserError: no store and no shards; a store made from other shards; an unfinished
-            store whose own shards are not at `shards` (resuming from others would mix data).
+        UserError: no store and no shards; a stale store or one made from other shards; an
+            unfinished store whose own shards are not at hand (resuming from others would mix
+            data).
     """
-    store, shards = Path(store), Path(shards)
-    state = _store_state(store)
-    manifest = read_manifest_if_any(shards)
-    if state is None and store.exists():
-        return store  # not a zarr store: load_features names what is wrong with it
-    if state is not None:
-        attrs, complete = state
-        if manifest is not None and store_mismatch(attrs, manifest):
-            if not complete:
-                raise _unfinished_elsewhere(store, shards)
-            check_store_matches(attrs, store, shards)
-        if complete:
-            return store
-        if manifest is None:
-            raise _unfinished_elsewhere(store, shards)
-        return _extract(shards, store, _resume_settings(attrs))
-    if manifest is None:
+    store = Path(store)
+    if not (store / "zarr.json").is_file():
+        if store.exists():
+            open_store(store)  # not a zarr store: names what is wrong with it
+        return _build(store, Path(shards or paths.SHARDS_TRAIN), depth, weights)
+    partial = open_store(store, require_complete=False)
+    folder, manifest, note = find_shards(partial, shards)
+    finished = partial.complete or "complete" not in partial.attrs
+    other = manifest is None or {"classes", "source"} & set(
+        stale_keys(partial.attrs, engine_recipe(manifest))
+    )
+    if not finished and other:
+        raise _unfinished_elsewhere(store, folder or shards or partial.source.get("folder"))
+    check_fresh(partial, manifest, folder)
+    if finished:
+        return partial, folder, note
+    _extract(folder, store, _resume_settings(partial.attrs))
+    return open_store(store), folder, None
+
+
+def _build(store: Path, shards: Path, depth: int, weights: str):
+    if read_manifest_if_any(shards) is None:
         raise UserError(
             f"feature store {store} does not exist and there are no shards at {shards} to "
             "build it from; run `engine shard data/train` first or pass --features/--shards"
@@ -105,10 +72,12 @@ def ensure_store(store: Path, shards: Path, depth: int, weights: str) -> Path:
 
     depth = max(depth, FeatureConfig().depth)
     log.info("building feature store %s (depth %d) from %s", store, depth, shards)
-    return _extract(shards, store, {"depth": depth, "weights": weights})
+    _extract(shards, store, {"depth": depth, "weights": weights})
+    return open_store(store), shards, None
 
 
-def _unfinished_elsewhere(store: Path, shards: Path) -> UserError:
+def _unfinished_elsewhere(store: Path, shards) -> UserError:
+    """--force would be the wrong advice here: it would overwrite the store with other data."""
     return UserError(
         f"feature store {store} is unfinished and was made from other shards than {shards}; "
         f"pass the --shards it was made from to finish it, or delete {store} to rebuild it"
@@ -122,11 +91,11 @@ def _resume_settings(attrs: dict) -> dict:
             "weights": weights}  # fmt: skip
 
 
-def _extract(shards: Path, store: Path, settings: dict) -> Path:
+def _extract(shards: Path, store: Path, settings: dict) -> None:
     from features.config import FeatureConfig
     from features.extract import extract
 
-    return Path(extract(shards, store, FeatureConfig(**settings)))
+    extract(shards, store, FeatureConfig(**settings))
 
 
 def backbone_weights(attrs: dict, given: str, need: bool) -> str | None:

@@ -41,7 +41,9 @@ class RunConfig:
 
     # The feature store; built from `shards` when missing (DESIGN's default layout).
     features: str = str(paths.FEATURES_TRAIN)
-    shards: str = str(paths.SHARDS_TRAIN)
+    # The shards the store is (or was) made from; None = the folder the store recorded
+    # (work/shards/train to build a missing store). The suspects page's thumbnails come from it.
+    shards: str | None = None
     # Folder of run folders and the `latest` pointer.
     runs: str = str(paths.RUNS)
     # CLIP weights: the store's own when it exists (its name is what is stamped here).
@@ -85,7 +87,6 @@ def run_config_from(settings: dict) -> RunConfig:
 def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     """Train, export and report one run; returns its folder (see the module docstring)."""
     from engine.classnames import check_class_ids
-    from heads.data import load_features
     from heads.inputs import backbone_weights, ensure_store
 
     names = _read_names(cfg.class_names)
@@ -93,10 +94,10 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     if out is not None:
         paths.writable_dir(Path(out), "--out")
         run_files.claim_run_dir(Path(out), create=False)  # a finished run: refused at once
-    store = ensure_store(Path(cfg.features), Path(cfg.shards), cfg.train.unfreeze_last, cfg.weights)
-    data = load_features(store)
-    check_class_ids(data.classes, store)  # older shards may hold two classes with one id
-    _check_depth(cfg.train.unfreeze_last, data.depth, store)
+    given = Path(cfg.shards) if cfg.shards else None
+    data, *shards = ensure_store(Path(cfg.features), given, cfg.train.unfreeze_last, cfg.weights)
+    check_class_ids(data.classes, data.path)  # older shards may hold two classes with one id
+    data.check_depth(cfg.train.unfreeze_last)
     weights = backbone_weights(data.attrs, cfg.weights, need=cfg.train.unfreeze_last > 0)
     cfg.weights = _stamp(data.attrs, weights)
     clip = _backbone(data.attrs, weights)
@@ -104,7 +105,7 @@ def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     run, created = _make_run(runs, out, cfg)
     with output_lock(run, wait=False, what="run folder"):  # one writer per run folder
         try:
-            _train_in(run, cfg, data, store, names, clip, head_init)
+            _train_in(run, cfg, data, shards, names, clip, head_init)
         except BaseException as err:
             _mark_failed(run, created, err)
             raise
@@ -145,7 +146,7 @@ def resolve_config_paths(settings: dict, config_file: Path) -> dict:
     return settings
 
 
-def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_init) -> None:
+def _train_in(run: Path, cfg: RunConfig, data, shards, names, clip, head_init) -> None:
     """Screening rounds, the final fit, model.pt, metrics and the report, in `run`."""
     from engine.jsonfile import write_json
     from heads.export import save_model
@@ -153,7 +154,7 @@ def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_in
 
     write_json(run / run_files.CONFIG, config_record(cfg, run))
     (run / run_files.FAILED).unlink(missing_ok=True)
-    targets, weights = _screen(cfg, data, store, names, clip, head_init, run)
+    targets, weights = _screen(cfg, data, shards, names, clip, head_init, run)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         run_files.append_jsonl(run / run_files.METRICS_LINES, metrics)
@@ -164,7 +165,7 @@ def _train_in(run: Path, cfg: RunConfig, data, store: Path, names, clip, head_in
     # Whole again from the fit's history: a resumed run appended after the lines of the
     # attempt it resumed, which may have outrun its last checkpoint.
     run_files.write_jsonl(run / run_files.METRICS_LINES, trained.history)
-    write_json(run / run_files.METRICS, {"history": trained.history, "store": str(store)})
+    write_json(run / run_files.METRICS, {"history": trained.history, "store": str(data.path)})
     from heads.report import write_report
 
     write_report(run)
@@ -177,15 +178,6 @@ def _read_names(class_names: str | None) -> dict[str, str] | None:
     from engine.classnames import read_class_names
 
     return read_class_names(Path(class_names))
-
-
-def _check_depth(k: int, depth: int, store: Path) -> None:
-    if k > depth:
-        raise UserError(
-            f"--unfreeze-last {k} is larger than the depth {depth} of the feature store "
-            f"{store}; rebuild features with `engine features SHARDS --unfreeze-last {k} "
-            f"--out {store}` (or delete it and re-run train)"
-        )
 
 
 def _stamp(attrs: dict, weights: str | None) -> str:
@@ -290,7 +282,7 @@ def make_train_fn(data, cfg: TrainConfig, clip, head_init):
     return train_fn
 
 
-def _screen(cfg: RunConfig, data, store: Path, names, clip, head_init, run: Path):
+def _screen(cfg: RunConfig, data, shards, names, clip, head_init, run: Path):
     """Targets and weights from `rounds` screening rounds; (None, None) for rounds = 0."""
     if cfg.rounds == 0:
         return None, None
@@ -308,7 +300,8 @@ def _screen(cfg: RunConfig, data, store: Path, names, clip, head_init, run: Path
     result = run_screening(inputs, cfg.screen, train_fn, rounds)
     from heads.screen.page import write_screening_page
 
-    page = write_screening_page(rounds, result, data, store_path=store, shards=cfg.shards,
+    folder, note = shards  # the store's shards (or why there are none): the page's thumbnails
+    page = write_screening_page(rounds, result, data, shards=folder, shards_note=note,
                                 names=names, settings=to_dict(cfg.screen))  # fmt: skip
     log.info("suspects page: %s%s", page.html, f" ({page.note})" if page.note else "")
     return result.targets, result.weights

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +31,9 @@ from engine.classnames import class_id, class_ids  # class_id: imported from her
 from engine.errors import UserError
 from engine.faults import fault_point
 from engine.outputs import claim_output_file
+from engine.scratch import scratch_dir
+from features.provenance import check_fresh, find_shards
+from features.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +99,6 @@ def _predictions_zip(member: str):
 _ROW = re.compile(r".+, \d{4}")
 
 
-def read_predictions(path: Path) -> dict[str, str]:
-    """name -> class id from a file in the challenge format (also reads label files)."""
-    result: dict[str, str] = {}
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        name, sep, cid = line.rpartition(",")
-        if not sep:
-            raise ValueError(f"{path}:{lineno}: expected 'name, class', got {line!r}")
-        result[name] = cid.strip()  # the name is kept exactly: spaces are part of file names
-    return result
-
-
 def source_kind(src: Path) -> str:
     """'store', 'shards' or 'images' for a prediction source folder."""
     if (src / "zarr.json").exists():
@@ -123,36 +112,46 @@ def source_kind(src: Path) -> str:
     )
 
 
-def check_store_for_model(model, store_attrs: dict, store: Path, trained_weights: str | None):
+def check_store_for_model(model, store, trained_weights: str | None) -> None:
     """Refuse a store the model cannot read: too shallow, or made with other CLIP weights."""
-    depth = int(store_attrs.get("depth", 0))
-    if model.depth > depth:
-        raise UserError(
-            f"feature store {store} has depth {depth} but the model trains the last "
-            f"{model.depth} blocks; rebuild it with `engine features SHARDS --unfreeze-last "
-            f"{model.depth} --out {store} --force` or predict from the images"
-        )
-    made_with = (store_attrs.get("weights") or {}).get("name")
+    store.check_depth(model.depth, alternative=" or predict from the images")
+    made_with = store.weights.get("name")
     if trained_weights and made_with and made_with != trained_weights:
         raise UserError(
-            f"feature store {store} was made with weights {made_with!r} but the model was "
+            f"feature store {store.path} was made with weights {made_with!r} but the model was "
             f"trained on a store made with {trained_weights!r}; rebuild the store with "
-            f"`engine features SHARDS --weights {trained_weights} --out {store} --force`"
+            f"`engine features SHARDS --weights {trained_weights} --out {store.path} --force`"
         )
 
 
-def predict_store(model, store: Path, trained_weights: str | None = None):
-    """(names, logits (n, K), rejected []) from a cached feature store."""
-    from heads.data import load_features
+def predict_store(model, store: Path, trained_weights: str | None = None, shards=None):
+    """(names, logits (n, K), rejected names) from a cached feature store.
 
-    data = load_features(store)
-    if not data.paths:
-        raise UserError(
-            f"feature store {store} has no `paths` array; rebuild it with engine features"
-        )
-    check_store_for_model(model, data.attrs, Path(store), trained_weights)
+    The store holds only the files its shards accepted; the rejected ones (unreadable) come
+    from the manifest of those shards (`shards`, else the folder the store recorded), so they
+    get their fallback rows as they would from the folder itself.
+    """
+    data = open_store(store)
+    folder, manifest, note = find_shards(data, shards)
+    check_fresh(data, manifest, folder)
+    check_store_for_model(model, data, trained_weights)
     logits = model.as_trained().predict_logits(data)
-    return list(data.paths), logits, []
+    if manifest is None:
+        log.warning("files the feature store %s lacks (unreadable ones) get no row: %s",
+                    store, note)  # fmt: skip
+        return list(data.paths), logits, []
+    return list(data.paths), logits, rejected_paths(manifest)
+
+
+def rejected_paths(manifest: dict) -> list[str]:
+    """The files `engine shard` could not read (they get the fallback row), as the manifest
+    names them; the skipped ones (not images: hidden, links to nothing, FIFOs...) are named in
+    a warning, without a row."""
+    skipped = manifest.get("skipped", [])
+    if skipped:
+        log.warning("%d file(s) skipped, no row: %s", len(skipped),
+                    ", ".join(f"{s['path']} ({s['reason']})" for s in skipped))  # fmt: skip
+    return [r["path"] for r in manifest.get("rejected", [])]
 
 
 def shard_paths(shards) -> list[str]:
@@ -187,12 +186,7 @@ def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = 
         index = torch.as_tensor(batch.index).cpu().numpy()
         logits[index] = model.logits_from_images(images).float().cpu().numpy()  # (B, K)
         fault_point("predict-batch")
-    rejected = [r["path"] for r in shards.manifest.get("rejected", [])]
-    skipped = shards.manifest.get("skipped", [])
-    if skipped:  # not images (hidden, links to nothing, FIFOs...): named, without a row
-        log.warning("%d file(s) skipped, no row: %s", len(skipped),
-                    ", ".join(f"{s['path']} ({s['reason']})" for s in skipped))  # fmt: skip
-    return names, logits, rejected
+    return names, logits, rejected_paths(shards.manifest)
 
 
 def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "auto"):
@@ -200,8 +194,8 @@ def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "au
     from shards.config import ShardConfig
     from shards.writer import pack
 
-    with tempfile.TemporaryDirectory(prefix="engine-predict-") as tmp:
-        shard_dir = Path(tmp) / "shards"
+    with scratch_dir("predict") as tmp:  # removed on any exit; swept if this run is killed
+        shard_dir = tmp / "shards"
         # Unlabeled: a test folder's sub-folders are not classes; their files get rows too.
         pack(folder, shard_dir, ShardConfig(labeled=False))  # all cores; same bytes any count
         return predict_shards(model, shard_dir, batch_size, backend)
@@ -234,8 +228,12 @@ def _trained_weights(run: Path) -> str | None:
 
 
 def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
-                   backend: str = "auto", device: str = "auto") -> tuple[int, Path, Path]:  # fmt: skip
-    """`engine predict`: (rows written, CSV path, zip path); --out is checked first."""
+                   backend: str = "auto", device: str = "auto",
+                   shards: Path | None = None) -> tuple[int, Path, Path]:  # fmt: skip
+    """`engine predict`: (rows written, CSV path, zip path); --out is checked first.
+
+    `shards`: for a feature store SRC, the shards it was made from when they have moved.
+    """
     from engine.runs import resolve_run
     from heads.export import load_model
     from heads.tensors import resolve_device
@@ -256,7 +254,7 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
             "hand): predict from a feature store of SRC, or retrain with --weights FILE"
         )
     if kind == "store":
-        names, logits, rejected = predict_store(model, src, _trained_weights(Path(run)))
+        names, logits, rejected = predict_store(model, src, _trained_weights(Path(run)), shards)
     elif kind == "shards":
         names, logits, rejected = predict_shards(model, src, batch_size, backend)
     else:

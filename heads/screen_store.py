@@ -4,7 +4,8 @@
                                          Path("work/screen"), shards=Path("work/shards/train"))
 
 Rounds >= 1 retrain the screening's own linear probe on the stored embeddings (k = 0,
-seconds). With `shards`, the store must have been made from them (`heads.inputs`).
+seconds). The shards (`shards`, else the folder the store recorded) must be the store's own
+and the store fresh (`features.provenance`); the page's thumbnails come from them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def screening_inputs(store, text_embed: Path | None):
     text = None
     if text_embed is not None:
         text = np.load(text_embed).astype(np.float32)
-        if text.shape != (len(store.classes), store.embed(slice(0, 1)).shape[1]):
+        if text.shape != (len(store.classes), store.embed.shape[1]):
             raise UserError(f"--text-embed {text_embed} has shape {text.shape}; need (K, D)")
-    return ScreenInputs(store.embed().astype(np.float32), labels, len(store.classes), text)
+    embed = np.asarray(store.embed[:], dtype=np.float32)  # (N, D)
+    return ScreenInputs(embed, labels, len(store.classes), text)
 
 
 def screen_store(store_path: Path, cfg, out_dir: Path, *, text_embed: Path | None = None,
@@ -39,20 +41,20 @@ def screen_store(store_path: Path, cfg, out_dir: Path, *, text_embed: Path | Non
     in `out_dir`, with the suspects page (`heads.screen.page`) beside them."""
     from engine import paths
     from engine.config import to_dict
+    from features.provenance import check_fresh, find_shards
     from features.store import open_store
-    from heads.inputs import check_store_matches
     from heads.screen import run_screening
     from heads.screen.page import write_screening_page
 
     paths.writable_dir(Path(out_dir), "--out")
     claim_output_dir(Path(out_dir), SCREEN_OUTPUT, create=False)  # refused before any work
-    store = open_store(Path(store_path), model=None)
-    if shards is not None:
-        check_store_matches(store.attrs, Path(store_path), Path(shards))
+    store = open_store(Path(store_path))
+    folder, manifest, note = find_shards(store, shards)
+    check_fresh(store, manifest, folder)
     inputs = screening_inputs(store, text_embed)
     # Every round is recomputed: an earlier screening's rounds (maybe more of them) go first.
     fresh_output_dir(Path(out_dir), SCREEN_OUTPUT)
     result = run_screening(inputs, cfg, None, out_dir)
-    page = write_screening_page(out_dir, result, store, suspects=suspects, store_path=store_path,
-                                shards=shards, names=names, settings=to_dict(cfg))  # fmt: skip
+    page = write_screening_page(out_dir, result, store, suspects=suspects, shards=folder,
+                                shards_note=note, names=names, settings=to_dict(cfg))  # fmt: skip
     return result, store, inputs, page

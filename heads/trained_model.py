@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.errors import UserError
 from features.split import Advance, Tail, merge_tail
+from features.store import FeatureStore, as_store
 from heads import tensors
 from heads.checkpoint import Checkpointer
 from heads.config import TrainConfig
-from heads.data import FeatureData, load_features
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +50,14 @@ class TrainedModel:
     @torch.no_grad()
     def predict_logits(self, store, indices=None, batch_size: int = 1024) -> np.ndarray:
         """(n, K) float32 logits from the store's embeddings (k = 0) or view-0 tokens (k >= 1)."""
-        data = load_features(store)
+        data = as_store(store)
         rows = np.arange(data.num_samples) if indices is None else np.asarray(indices)
         device = next(self.head.parameters()).device
         self.head.eval()
         if self.depth == 0:
             emb = torch.from_numpy(tensors.read_rows(data.embed, None, rows).astype(np.float32))
             return self.head(emb.to(device)).cpu().numpy()
-        check_depth(data, self.depth)
+        data.check_depth(self.depth)
         tail = self.tail.eval()
         advance = frozen_on(Advance(self.visual, data.depth, self.depth), device)
         out = []
@@ -81,21 +80,12 @@ def frozen_on(module: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(module).to(device).requires_grad_(False)
 
 
-def check_depth(data: FeatureData, k: int) -> None:
-    """One line when the store holds tokens shallower than the k blocks to train."""
-    if k > data.depth:
-        raise UserError(
-            f"--unfreeze-last {k} needs a feature store of depth >= {k}, this one has depth "
-            f"{data.depth}; rebuild features with `engine features SHARDS --unfreeze-last {k}`"
-        )
-
-
-def visual_of(clip, data: FeatureData) -> nn.Module:
+def visual_of(clip, data: FeatureStore) -> nn.Module:
     """The vision tower to fine-tune: from `clip` (model or LoadedClip) or the store's weights."""
     if clip is None:
         from features.model import load_clip  # open_clip: only a tail fit without a model needs it
 
-        weights = data.attrs.get("weights", {}).get("name", "openai")
+        weights = data.weights.get("name", "openai")
         clip = load_clip(weights, "cpu")
     model = getattr(clip, "model", clip)
     return getattr(model, "visual", model)
@@ -107,9 +97,9 @@ def trainable_tail(visual: nn.Module, k: int, device: torch.device) -> Tail:
     return copy.deepcopy(Tail(visual, k)).to(device).eval().requires_grad_(False)
 
 
-def tokens_at_depth(data: FeatureData, rows, cfg: TrainConfig, visual, device):
+def tokens_at_depth(data: FeatureStore, rows, cfg: TrainConfig, visual, device):
     """(V, n, L, W) token table of `rows` advanced from the store's depth to depth k."""
-    views = data.num_views if cfg.views is None else min(cfg.views, data.num_views)
+    views = data.views if cfg.views is None else min(cfg.views, data.views)
     # at store depth, where heads.memory.plan_tokens puts it: GPU, host, stream
     tokens = tensors.load_tokens(data.tokens, rows, views, device)
     advance = Advance(visual, data.depth, cfg.unfreeze_last)

@@ -20,17 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.store import as_store
 from heads import tensors
 from heads.checkpoint import Checkpointer
 from heads.config import TrainConfig
-from heads.data import load_features
 from heads.head import make_head
 from heads.head_batch import resolve_batch_size
 from heads.problem import make_problem, prototypes, select_rows
 from heads.schedule import FitState, run_phases
 from heads.trained_model import (
     TrainedModel,
-    check_depth,
     tokens_at_depth,
     trainable_tail,
     visual_of,
@@ -51,7 +50,7 @@ def fit(
     head_init: np.ndarray | None = None,
     checkpoint_dir=None,
 ) -> TrainedModel:
-    """Train on a feature store (path, zarr group or `FeatureData`).
+    """Train on a feature store (a path or a `features.store.FeatureStore`).
 
     Args:
         targets: (N, K) soft targets; default one-hot of the store's labels.
@@ -63,9 +62,9 @@ def fit(
         head_init: (K, D) class directions (e.g. CLIP text embeddings); default prototypes.
         checkpoint_dir: folder for the per-epoch checkpoint; an existing one is resumed.
     """
-    data = load_features(store)
+    data = as_store(store)
     k = cfg.unfreeze_last
-    check_depth(data, k)
+    data.check_depth(k)
     device = tensors.resolve_device(cfg.device)
     sel = select_rows(data, targets, weights, indices)
     problem = make_problem(sel, device)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from bench import features_bench, train_bench
+from bench.tiny_clip import tiny_clip
 from features.runner import TrunkRunner
-from features.testing import tiny_clip
 
 
 def test_full_baseline_trains_every_visual_parameter_even_of_a_frozen_shared_model():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -165,7 +166,20 @@ def test_settings_derive_sizes():
         BenchSettings(device="tpu")
 
 
-def test_partition_timing_runs_on_random_signals():
-    from bench.screen_speed import partition_seconds
+def test_partition_timing_times_a_real_partition_of_random_signals():
+    from bench.screen_speed import partition_seconds, random_round_inputs
+    from heads.screen import ScreenConfig
+    from heads.screen.partition import CLEAN, STATES
+    from heads.screen.rounds import screen_round
 
-    assert partition_seconds(300, 7) > 0
+    inputs, fixed, logits = random_round_inputs(300, 7)
+    result = screen_round(inputs, ScreenConfig(), fixed, logits)
+    # what is timed is a whole partition: every sample gets a state and a (K,) target row
+    assert result.state.shape == (300,) and set(np.unique(result.state)) <= set(range(len(STATES)))
+    assert result.targets.shape == (300, 7) and np.isfinite(result.targets).all()
+    assert (result.state == CLEAN).mean() > 0.5  # signals that mostly agree with the labels
+    inputs2, fixed2, logits2 = random_round_inputs(300, 7)
+    again = screen_round(inputs2, ScreenConfig(), fixed2, logits2)
+    np.testing.assert_array_equal(again.state, result.state)  # same seed, same work timed
+    seconds = partition_seconds(300, 7)
+    assert 0 < seconds < 60

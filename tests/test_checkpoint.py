@@ -5,22 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import RunsCode, interrupted_fit
+from heads_helpers import RunsCode, interrupted_fit
 
 from engine.errors import UserError
+from features.store import FeatureStore
 from heads.checkpoint import CHECKPOINT
 from heads.config import TrainConfig
-from heads.data import FeatureData
 from heads.export import MODEL_FILE, save_model
 from heads.trainer import fit
 
 CLASSES = ["0001", "0002", "0003"]
 
 
-def _data() -> FeatureData:
+def _data() -> FeatureStore:
     rng = np.random.default_rng(0)
     embed = rng.standard_normal((12, 8)).astype(np.float16)
-    return FeatureData(embed=embed, labels=np.arange(12) % 3, classes=CLASSES)
+    return FeatureStore.from_arrays(embed=embed, labels=np.arange(12) % 3, classes=CLASSES)
 
 
 def test_finished_model_removes_the_checkpoint(tmp_path):

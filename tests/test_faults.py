@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from clip_helpers import write_images
 
 from engine.faults import ENV
-from features.testing import write_images
 from shards.config import ShardConfig
 from shards.writer import pack
 

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clip_helpers import write_images
 
 import features.model
+from bench.tiny_clip import TINY_MODEL, tiny_clip
 from engine.cli import main
 from engine.paths import store_for as default_store
 from features.store import open_store
-from features.testing import TINY_MODEL, tiny_clip, write_images
 from shards.config import ShardConfig
 from shards.writer import pack
 
@@ -62,6 +63,6 @@ def test_features_end_to_end(tmp_path, monkeypatch):
     assert f"feature store -> {out} (depth 1, 2 view(s), weights random)" in result.output
     store = open_store(out, model=TINY_MODEL)
     assert store.depth == 1 and store.views == 2 and store.labels.tolist() == [0, 0, 0, 1, 1]
-    assert np.isfinite(store.tokens(1).astype(np.float32)).all()
+    assert np.isfinite(store.tokens[1].astype(np.float32)).all()
     again = CliRunner().invoke(main, [*args, "--views", "1"])  # the last --views wins
     assert again.exit_code == 1 and "--force" in again.output

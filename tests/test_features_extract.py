@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from clip_helpers import shared_random_clip, write_images
 from PIL import Image
 
+from bench.tiny_clip import TINY_MODEL, tiny_clip
 from engine.errors import UserError
 from features import runner as runner_module
 from features.config import FeatureConfig
 from features.extract import default_chunk_n, extract
 from features.meta import read_shard_meta
 from features.store import FORMAT, open_store, progress_dir
-from features.testing import TINY_MODEL, shared_random_clip, tiny_clip, write_images
 from shards.config import ShardConfig
 from shards.decode.pil import decode_views
 from shards.reader import iter_samples, shard_files
@@ -64,9 +65,9 @@ def assert_same_store(a, b):
     a, b = open_store(a, model=TINY_MODEL), open_store(b, model=TINY_MODEL)
     assert a.keys == b.keys and a.paths == b.paths
     np.testing.assert_array_equal(a.labels, b.labels)
-    np.testing.assert_array_equal(a.embed(), b.embed())
+    np.testing.assert_array_equal(a.embed[:], b.embed[:])
     for view in range(a.views):
-        np.testing.assert_array_equal(a.tokens(view), b.tokens(view))
+        np.testing.assert_array_equal(a.tokens[view], b.tokens[view])
     assert {k: v for k, v in a.attrs.items()} == {k: v for k, v in b.attrs.items()}
 
 
@@ -86,7 +87,7 @@ def test_store_holds_every_sample_in_store_order(labeled, reference):
     assert store.attrs["preprocess"]["name"] == "open_clip ViT-B-32 eval"
     assert store.attrs["complete"] is True and store.attrs["decode_fallbacks"] == []
     assert store.group["tokens"].shape == (2, 10, 50, 64)
-    norms = np.linalg.norm(store.embed().astype(np.float32), axis=1)
+    norms = np.linalg.norm(store.embed[:].astype(np.float32), axis=1)
     np.testing.assert_allclose(norms, 1.0, atol=2e-3)
     assert not progress_dir(reference).exists()
 
@@ -104,10 +105,10 @@ def test_tokens_and_embed_equal_a_direct_pass(labeled, reference):
             full = F.normalize(visual(views[:1]), dim=-1)  # (1, 32)
         for view in range(2):
             np.testing.assert_allclose(
-                store.tokens(view, [i])[0].astype(np.float32), tokens[view], atol=2e-3, rtol=2e-3
+                store.tokens[view, [i]][0].astype(np.float32), tokens[view], atol=2e-3, rtol=2e-3
             )
-        np.testing.assert_allclose(store.embed([i])[0].astype(np.float32), full[0], atol=2e-3)
-    assert not np.array_equal(store.tokens(0, [3]), store.tokens(1, [3]))  # view 1 is a crop
+        np.testing.assert_allclose(store.embed[[i]][0].astype(np.float32), full[0], atol=2e-3)
+    assert not np.array_equal(store.tokens[0, [3]], store.tokens[1, [3]])  # view 1 is a crop
 
 
 def test_padded_short_batch_gives_the_rows_it_would_alone():
@@ -137,7 +138,7 @@ def test_embeddings_equal_open_clip_on_the_original_files(tmp_path):
     out = extract(tmp_path / "shards", tmp_path / "test.zarr", cfg, clip_loader=lambda w, d: clip)
     store = open_store(out)
     assert store.labels.tolist() == [-1, -1, -1] and store.classes == []  # unlabeled split
-    by_path = dict(zip(store.paths, store.embed().astype(np.float32), strict=True))
+    by_path = dict(zip(store.paths, store.embed[:].astype(np.float32), strict=True))
     images = torch.stack([clip.preprocess(Image.open(f)) for f in files])  # (3, 3, 224, 224)
     with torch.no_grad():
         direct = F.normalize(clip.model.encode_image(images), dim=-1).numpy()  # (3, 512)
@@ -149,7 +150,7 @@ def test_unlabeled_split_stores_minus_one(tmp_path):
     write_images(tmp_path / "src", 3)
     pack(tmp_path / "src", tmp_path / "shards", ShardConfig(shard_size=SHARD_SIZE, workers=1))
     store = open_store(run_tiny(tmp_path / "shards", tmp_path / "u.zarr"), model=TINY_MODEL)
-    assert store.labels.dtype == np.int32 and store.labels.tolist() == [-1, -1, -1]
+    assert store.group["labels"].dtype == np.int32 and store.labels.tolist() == [-1, -1, -1]
     assert store.classes == [] and store.paths == ["img_0.jpg", "img_1.jpg", "img_2.jpg"]
 
 
@@ -238,7 +239,7 @@ def test_depth_zero_keeps_only_the_embedding(labeled, reference, tmp_path):
     assert "tokens" not in store.group and store.views == 1 and store.depth == 0
     full = open_store(reference, model=TINY_MODEL)
     np.testing.assert_allclose(
-        store.embed().astype(np.float32), full.embed().astype(np.float32), atol=1e-3
+        store.embed[:].astype(np.float32), full.embed[:].astype(np.float32), atol=1e-3
     )
 
 

@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from clip_helpers import shared_random_clip
 
 from engine.errors import UserError
 from features.model import (
@@ -18,7 +19,6 @@ from features.model import (
     load_clip,
     openai_weights_cached,
 )
-from features.testing import shared_random_clip
 from features.text import TEMPLATES, class_text_embeddings, prompt_name
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import interrupted_fit
+from heads_helpers import interrupted_fit
 
+from features.store import FeatureStore
 from heads import head_batch
 from heads.config import TrainConfig
-from heads.data import FeatureData
 from heads.trainer import fit
 
 
@@ -51,10 +51,10 @@ def test_step_timer_times_only_the_repeats_on_its_clock():
     assert calls == [1024] * 7
 
 
-def _data(n=20_000) -> FeatureData:
+def _data(n=20_000) -> FeatureStore:
     rng = np.random.default_rng(0)
     embed = rng.standard_normal((n, 8)).astype(np.float16)
-    return FeatureData(embed=embed, labels=np.arange(n) % 3, classes=["a", "b", "c"])
+    return FeatureStore.from_arrays(embed=embed, labels=np.arange(n) % 3, classes=["a", "b", "c"])
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import features_from_images, tiny_visual
+from heads_helpers import features_from_images, tiny_visual
 
 from heads import tensors as T
 from heads.config import TrainConfig

@@ -6,11 +6,11 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-from test_heads_helpers import RunsCode, features_from_images, write_store
+from heads_helpers import RunsCode, features_from_images, write_store
 
 from engine.errors import UserError
+from features.store import FeatureStore
 from heads.config import TrainConfig
-from heads.data import FeatureData
 from heads.export import load_model, save_model
 from heads.trainer import fit
 
@@ -126,7 +126,9 @@ def test_a_truncated_model_is_one_line(tmp_path, trained_run):
 
 
 def test_head_only_model_without_weights_predicts_from_stores_only(tmp_path):
-    data = FeatureData(embed=np.eye(3, 512, dtype=np.float16), labels=np.arange(3), classes=CLASSES)
+    data = FeatureStore.from_arrays(
+        embed=np.eye(3, 512, dtype=np.float16), labels=np.arange(3), classes=CLASSES
+    )
     trained = fit(data, TrainConfig(epochs_lp=1, batch_size=2))
     save_model(tmp_path, trained)  # no CLIP model at hand: the head is all there is
     model = load_model(tmp_path)

@@ -7,12 +7,12 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import features_from_images, tiny_visual, write_store
+from heads_helpers import features_from_images, tiny_visual, write_store
 
 from engine.errors import UserError
 from features.split import split_visual
+from features.store import FeatureStore
 from heads.config import TrainConfig
-from heads.data import FeatureData
 from heads.head import class_prototypes, make_head
 from heads.trainer import fit
 
@@ -25,7 +25,7 @@ def _toy_embeddings(n_per_class=10, dim=16, seed=0):
     x = np.concatenate([means[k] + 0.5 * rng.standard_normal((n_per_class, dim)) for k in range(4)])
     labels = np.repeat(np.arange(4), n_per_class)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return FeatureData(embed=x.astype(np.float16), labels=labels, classes=CLASSES)
+    return FeatureStore.from_arrays(embed=x.astype(np.float16), labels=labels, classes=CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from clip_helpers import write_images
 from PIL import Image
 from test_lock import holder, release
 from test_os_errors import assert_one_error_line
 from test_os_errors import inputs as inputs  # noqa: F401  (module fixture: store, run, shards)
 
+from bench.tiny_clip import tiny_clip
 from engine.classnames import class_ids, read_class_names
 from engine.cli import main
 from engine.errors import UserError, user_error_from
 from engine.lock import lock_path, output_lock
-from features.testing import tiny_clip, write_images
 from shards.config import ShardConfig
 from shards.format import open_shards
 from shards.keys import make_key

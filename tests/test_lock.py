@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from clip_helpers import write_images
 from test_os_errors import assert_one_error_line
 from test_train_cli import _store
 
 from engine.cli import main
 from engine.errors import UserError
 from engine.lock import holder_pid, lock_path, output_lock
-from features.testing import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

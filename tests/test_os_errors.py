@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from clip_helpers import write_images
 from test_train_cli import _store
 
+from bench.tiny_clip import tiny_clip
 from engine.cli import main
 from engine.errors import UserError, user_error_from
-from features.testing import tiny_clip, write_images
 
 
 def invoke(*args):

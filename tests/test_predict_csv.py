@@ -7,11 +7,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from heads.id_rows import read_id_rows
 from heads.predict import (
     class_id,
     prediction_rows,
     prediction_table,
-    read_predictions,
     source_kind,
     write_predictions,
 )
@@ -34,7 +34,7 @@ def test_csv_bytes_exact_and_zip(tmp_path):
     with zipfile.ZipFile(zpath) as zf:
         assert zf.namelist() == ["pred_results.csv"]
         assert zf.read("pred_results.csv") == expected.encode("utf-8")
-    assert read_predictions(csv) == {n: c for n, c in rows}
+    assert read_id_rows(csv, what="predictions") == {n: c for n, c in rows}
     # same predictions, same zip bytes (fixed timestamp)
     first = zpath.read_bytes()
     write_predictions(rows, tmp_path / "pred_results.csv")

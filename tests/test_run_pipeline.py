@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from test_heads_helpers import write_store
+from heads_helpers import write_store
 
 from engine.cli import main
-from heads.data import FeatureData
+from features.store import FeatureStore
 from shards.manifest import FORMAT
 
 CLASSES = ["0003", "0010", "0042"]
@@ -48,7 +48,7 @@ def make_store(
     labels = np.arange(N) % len(classes)
     x = rng.standard_normal((len(classes), 512))[labels] + 0.3 * rng.standard_normal((N, 512))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    data = FeatureData(embed=x.astype(np.float16), labels=labels, classes=list(classes),
+    data = FeatureStore.from_arrays(embed=x.astype(np.float16), labels=labels, classes=list(classes),
                        keys=[f"k{i}" for i in range(N)], paths=[f"{i:02d}.jpg" for i in range(N)],
                        depth=depth, tokens=rng.standard_normal((1, N, 50, 768)) if depth else None)  # fmt: skip
     write_store(path, data, weights=weights)
@@ -92,7 +92,7 @@ def test_foreign_store_is_refused(tmp_path):
     twelve = [f"{i:04d}" for i in range(12)]
     make_manifest(tmp_path / "shards", classes=twelve, n=60)
     result = train(tmp_path, "--features", store, "--rounds", 0)
-    one_line_error(result, "30 vs 60 samples; 3 vs 12 classes")
+    one_line_error(result, "3 vs 12 classes; 30 vs 60 samples")
 
 
 def test_unfinished_store_from_other_shards_is_not_rebuilt(tmp_path):

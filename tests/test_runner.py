@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.tiny_clip import tiny_clip
 from features.runner import TrunkRunner, trunk_input
-from features.testing import tiny_clip
 
 CPU = torch.device("cpu")
 

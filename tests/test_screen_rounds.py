@@ -11,6 +11,7 @@ from heads.screen import STATES, ScreenConfig, ScreenInputs, run_screening
 from heads.screen.probe import ProbeConfig
 from heads.screen.report import load_targets
 from heads.synthetic import make_noisy_features
+from shards.decode.preprocess import PREPROCESS
 
 FAST = ProbeConfig(steps=15)
 
@@ -108,7 +109,7 @@ def _make_store(path, data):
 
     n = len(data.labels)
     spec = StoreSpec(n=n, chunk_n=n, depth=0, views=1, classes=[f"{c:04d}" for c in range(20)],
-                     weights={"name": "random", "sha256": None}, preprocess={"name": "test"},
+                     weights={"name": "random", "sha256": None}, preprocess=PREPROCESS,
                      embed_dim=data.embed.shape[1])  # fmt: skip
     store = FeatureStore.create(path, spec)
     store.write_chunk(0, keys=[f"k{i}" for i in range(n)],
@@ -135,7 +136,8 @@ def test_cli_show_lists_the_least_trusted_with_the_train_class_names(tmp_path, d
     shown = [line.split("\t") for line in lines[2:-1]]
     assert len(shown) == 8
     page = tmp_path / "out" / "suspects.html"  # the last line names the page (no shards here)
-    assert lines[-1].startswith(f"suspects page: {page} (no thumbnails: no shards at")
+    why = "no thumbnails: the store records no shards folder; pass --shards"
+    assert lines[-1] == f"suspects page: {page} ({why})"
     assert page.is_file() and (tmp_path / "out" / "suspects.csv").is_file()
     trust = [float(cells[4]) for cells in shown]
     assert trust == sorted(trust)  # least trusted first

@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
+from clip_helpers import shared_random_clip
 
 from engine.errors import UserError
 from features.split import Advance, merge_tail, split_visual
-from features.testing import shared_random_clip
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 

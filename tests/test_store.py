@@ -97,12 +97,12 @@ def test_round_trip_and_exact_schema(tmp_path):
     }
     assert store.keys == rows["keys"] and store.paths == rows["paths"]
     np.testing.assert_array_equal(store.labels, rows["labels"])
-    np.testing.assert_array_equal(store.embed(), rows["embed"])
-    np.testing.assert_array_equal(store.embed([1, 5]), rows["embed"][[1, 5]])
+    np.testing.assert_array_equal(store.embed[:], rows["embed"])
+    np.testing.assert_array_equal(store.embed[[1, 5]], rows["embed"][[1, 5]])
     for view in range(V):
-        np.testing.assert_array_equal(store.tokens(view), rows["tokens"][view])
-    np.testing.assert_array_equal(store.tokens(1, [0, 4, 6]), rows["tokens"][1, [0, 4, 6]])
-    np.testing.assert_array_equal(store.tokens(0, slice(2, 5)), rows["tokens"][0, 2:5])
+        np.testing.assert_array_equal(store.tokens[view], rows["tokens"][view])
+    np.testing.assert_array_equal(store.tokens[1, [0, 4, 6]], rows["tokens"][1, [0, 4, 6]])
+    np.testing.assert_array_equal(store.tokens[0, 2:5], rows["tokens"][0, 2:5])
     assert not progress_dir(tmp_path / "s.zarr").exists()  # markers gone once complete
 
 
@@ -111,7 +111,7 @@ def test_compressed_tokens_round_trip(tmp_path, compressor):
     rows = synthetic_rows(1)
     store = FeatureStore.create(tmp_path / "c.zarr", make_spec(compressor=compressor))
     write_all(store, rows)
-    np.testing.assert_array_equal(store.tokens(1), rows["tokens"][1])
+    np.testing.assert_array_equal(store.tokens[1], rows["tokens"][1])
     assert store.group["tokens"].compressors != ()
 
 
@@ -122,9 +122,8 @@ def test_depth_zero_store_has_no_tokens(tmp_path):
     store.mark_complete()
     store = open_store(tmp_path / "d0.zarr")
     assert "tokens" not in store.group
-    np.testing.assert_array_equal(store.embed(), rows["embed"])
-    with pytest.raises(UserError, match="depth 0"):
-        store.tokens(0)
+    np.testing.assert_array_equal(store.embed[:], rows["embed"])
+    assert store.tokens is None  # depth 0: embeddings only
     with pytest.raises(ValueError, match="tokens"):
         store.write_chunk(0, keys=["a"] * 3, paths=["a"] * 3, labels=[0] * 3,
                           embed=rows["embed"][:3], tokens=rows["tokens"][:, :3])  # fmt: skip
@@ -193,8 +192,7 @@ def test_open_store_checks_dtypes(tmp_path):
 
 def test_views_and_depth_are_checked_on_read(tmp_path):
     store = FeatureStore.create(tmp_path / "v.zarr", make_spec(depth=3))
-    with pytest.raises(UserError, match="views 0..1, not view 2"):
-        store.tokens(2)
+    assert store.tokens.shape[0] == store.views == 2
     store.check_depth(3)
     store.check_depth(1)  # a depth-3 store serves depth 1 (see features.split.Advance)
     with pytest.raises(UserError, match="--unfreeze-last 5"):

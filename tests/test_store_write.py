@@ -59,8 +59,8 @@ def test_raw_chunk_files_are_byte_identical_to_zarrs(tmp_path):
     assert len(_files(tmp_path / "fast.zarr", "tokens")) == 1 + VIEWS * 3  # zarr.json + chunks
     fast.mark_complete()
     back = open_store(tmp_path / "fast.zarr")
-    np.testing.assert_array_equal(back.tokens(1), rows["tokens"][1])
-    np.testing.assert_array_equal(back.embed(), rows["embed"])
+    np.testing.assert_array_equal(back.tokens[1], rows["tokens"][1])
+    np.testing.assert_array_equal(back.embed[:], rows["embed"])
     assert back.keys == rows["keys"]
 
 
@@ -69,7 +69,7 @@ def test_compressed_stores_have_no_raw_view_and_still_round_trip(tmp_path):
     assert RawChunks.of(store.group["tokens"]) is None
     rows = _rows()
     _write(store, rows, "write_chunk")
-    np.testing.assert_array_equal(store.tokens(0), rows["tokens"][0])
+    np.testing.assert_array_equal(store.tokens[0], rows["tokens"][0])
 
 
 def test_other_chunk_layouts_are_left_to_zarr(tmp_path):
@@ -145,9 +145,9 @@ def test_assembler_writes_rows_given_in_any_batching(tmp_path):
     assert sorted(assembler.written) == [0, 1, 2]
     store.mark_complete()
     back = open_store(tmp_path / "s.zarr")
-    np.testing.assert_array_equal(back.tokens(0), rows["tokens"][0])
-    np.testing.assert_array_equal(back.tokens(1), rows["tokens"][1])
-    np.testing.assert_array_equal(back.embed(), rows["embed"])
+    np.testing.assert_array_equal(back.tokens[0], rows["tokens"][0])
+    np.testing.assert_array_equal(back.tokens[1], rows["tokens"][1])
+    np.testing.assert_array_equal(back.embed[:], rows["embed"])
 
 
 def test_no_direct_io_falls_back_to_buffered_writes(tmp_path, monkeypatch):
@@ -155,7 +155,7 @@ def test_no_direct_io_falls_back_to_buffered_writes(tmp_path, monkeypatch):
     rows = _rows()
     store = FeatureStore.create(tmp_path / "s.zarr", _spec())
     _write(store, rows, "write_chunk")
-    np.testing.assert_array_equal(store.tokens(1), rows["tokens"][1])
+    np.testing.assert_array_equal(store.tokens[1], rows["tokens"][1])
 
 
 def test_store_bench_row_reports_both_paths(tmp_path):

@@ -261,22 +261,25 @@ def test_page_renders_in_headless_chromium(packed, tmp_path):
         assert close.sum() > 500, colour
 
 
-def test_screening_page_finds_the_stores_shards_beside_it(packed, tmp_path):
-    """work/features/train.zarr -> work/shards/train, checked by fingerprint; scores.npz saved."""
-    from types import SimpleNamespace
-
+def test_screening_page_finds_the_shards_the_store_recorded(packed, tmp_path):
+    """The store's `source.folder` is the default shards (found by features.provenance,
+    checked by fingerprint); a moved folder gives a page that says to pass --shards."""
+    from features.provenance import find_shards
+    from features.store import FeatureStore
     from heads.screen.page import write_screening_page
 
     out, manifest, samples = packed
-    (tmp_path / "shards").symlink_to(out.parent, target_is_directory=True)
     source, labels = _source(packed)
-    store = SimpleNamespace(
-        paths=source.paths, keys=source.keys, classes=source.classes, labels=labels,
-        attrs={"source": {"fingerprint": manifest["fingerprint"], "num_samples": len(labels)}},
+    recorded = {"folder": str(out), "fingerprint": manifest["fingerprint"],
+                "num_samples": len(labels)}  # fmt: skip
+    store = FeatureStore.from_arrays(
+        embed=np.zeros((len(labels), 4), np.float16), labels=labels, classes=source.classes,
+        keys=source.keys, paths=source.paths, attrs={"source": recorded},
     )  # fmt: skip
     result = _result(labels, 3)
-    files = write_screening_page(tmp_path / "rounds", result, store, suspects=6,
-                                 store_path=tmp_path / "features" / "train.zarr",
+    folder, _, note = find_shards(store)
+    assert folder == out and note is None
+    files = write_screening_page(tmp_path / "rounds", result, store, suspects=6, shards=folder,
                                  names={CLASSES[1]: "dog rose"})  # fmt: skip
     assert files.note is None and len(_parse(files.html).images) > 6
     assert "dog rose (Rosa canina)" in files.html.read_text(encoding="utf-8")
@@ -284,9 +287,14 @@ def test_screening_page_finds_the_stores_shards_beside_it(packed, tmp_path):
         np.testing.assert_array_equal(saved["state"], result.state)
         np.testing.assert_allclose(saved["combined"], result.combined)
         np.testing.assert_allclose(saved["signal_knn"], result.scores["knn"].astype(np.float32))
-    store.attrs["source"]["fingerprint"] = "0123456789abcdef"  # other shards: no thumbnails
-    files = write_screening_page(tmp_path / "r2", result, store, suspects=6,
-                                 store_path=tmp_path / "features" / "train.zarr")  # fmt: skip
+    store.attrs["source"] = {**recorded, "folder": str(tmp_path / "moved")}
+    folder, _, note = find_shards(store)
+    files = write_screening_page(tmp_path / "r2", result, store, suspects=6, shards=folder,
+                                 shards_note=note)  # fmt: skip
+    assert folder is None and "no longer at" in files.note and "pass --shards" in files.note
+    assert _parse(files.html).images == []
+    store.attrs["source"] = {**recorded, "fingerprint": "0123456789abcdef"}  # other shards
+    files = write_screening_page(tmp_path / "r3", result, store, suspects=6, shards=out)
     assert "made from 0123456789abcdef" in files.note
 
 

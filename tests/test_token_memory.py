@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import features_from_images, tiny_visual
+from heads_helpers import features_from_images, tiny_visual
 
 from features.store import FeatureStore, StoreSpec
 from heads import memory
@@ -155,9 +155,9 @@ def test_streamed_and_chunked_epochs_give_the_resident_losses(tiny_store, monkey
 
 def test_loaded_tables_hold_the_store_rows(tiny_store, monkeypatch):
     _, path, data = tiny_store
-    from heads.data import load_features
+    from features.store import open_store
 
-    tokens = load_features(path).tokens
+    tokens = open_store(path, model=None).tokens
     rows = np.array([3, 4, 5, 11, 12, 20, 23, 0])
     expected = torch.from_numpy(data.tokens[:, rows])  # (2, 8, L, W)
     plain = T.load_tokens(tokens, rows, 2, torch.device("cpu"))
@@ -187,12 +187,12 @@ def test_loaded_tables_hold_the_store_rows(tiny_store, monkeypatch):
 @pytest.mark.parametrize("where", ["gpu", "pinned", "stream"])
 def test_every_placement_gathers_the_same_batches_on_the_gpu(tiny_store, monkeypatch, where):
     _, path, data = tiny_store
-    from heads.data import load_features
+    from features.store import open_store
 
     device = T.resolve_device("cuda")
     rows = np.arange(24)
     _force(monkeypatch, where, chunk_rows=5, pin=where == "pinned")
-    table = T.load_tokens(load_features(path).tokens, rows, 2, device)
+    table = T.load_tokens(open_store(path, model=None).tokens, rows, 2, device)
     if where == "pinned":
         assert isinstance(table, HostChunks) and table.is_pinned()
     view_of, pick = torch.arange(24) % 2, torch.tensor([23, 0, 9, 10, 4])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_heads_helpers import write_store
+from heads_helpers import write_store
 
 from engine.cli import main
-from heads.data import FeatureData
+from features.store import FeatureStore
 
 CLASSES = ["0003", "0010", "0042"]
 
@@ -24,7 +24,7 @@ def _store(tmp_path, depth=0):
     x = means[labels] + 0.3 * rng.standard_normal((n, 512))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     tokens = rng.standard_normal((1, n, 50, 768)).astype(np.float16) if depth else None
-    data = FeatureData(
+    data = FeatureStore.from_arrays(
         embed=x.astype(np.float16),
         labels=labels,
         classes=CLASSES,

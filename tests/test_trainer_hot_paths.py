@@ -11,9 +11,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import heads.problem
 from engine.errors import UserError
+from features.store import FeatureStore
 from heads import epoch, tensors
+from heads.classes import one_hot_targets
 from heads.config import TrainConfig
-from heads.data import FeatureData, one_hot_targets
 from heads.head import class_prototypes
 from heads.losses import L2SP, l2sp_penalty
 from heads.problem import make_problem, prototypes, select_rows
@@ -27,7 +28,7 @@ def _data(n=60, k=5, dim=16, seed=0):
     labels = np.arange(n) % k
     x = np.eye(k, dim)[labels] * 2 + rng.standard_normal((n, dim))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    return FeatureData(
+    return FeatureStore.from_arrays(
         embed=x.astype(np.float16), labels=labels, classes=[f"c{i}" for i in range(k)]
     )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_heads_helpers import features_from_images, tiny_visual
+from heads_helpers import features_from_images, tiny_visual
 
 from heads.config import TrainConfig
 from heads.trainer import fit

@@ -7,10 +7,10 @@ import json
 import shutil
 
 from click.testing import CliRunner
+from clip_helpers import write_images
 from test_os_errors import assert_one_error_line
 
 from engine.cli import main
-from features.testing import write_images
 from shards.config import ShardConfig
 from shards.reader import iter_samples
 from shards.sources import list_sources

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from features.store import FeatureStore, StoreSpec
+from shards.decode.preprocess import PREPROCESS
 
 
 def run_cli(*args: str):
@@ -34,7 +35,7 @@ def make_store(path: Path, *, depth: int = 0, n: int = 4) -> Path:
         views=1,
         classes=["0000", "0001"],
         weights={"name": "random", "sha256": None},
-        preprocess={},
+        preprocess=PREPROCESS,
     )
     store = FeatureStore.create(path, spec)
     embed = rng.normal(size=(n, 512)).astype(np.float16)

@@ -4,7 +4,8 @@
     engine eval pred_results.csv labels.csv --train-counts work/shards/train/manifest.json
 
 Prints top-1, balanced accuracy and head / medium / tail balanced accuracy; `--json FILE`
-also writes per-class accuracy.
+also writes per-class accuracy. Both files are read by `heads.id_rows.read_id_rows` (strict:
+ids normalised to four digits, a malformed or conflicting line refused naming it).
 """
 
 from __future__ import annotations
@@ -14,15 +15,6 @@ from pathlib import Path
 import click
 
 from engine.errors import UserError
-
-
-def _read(path: Path) -> dict[str, str]:
-    from heads.predict import read_predictions
-
-    try:
-        return read_predictions(path)
-    except ValueError as err:
-        raise UserError(f"{err}; expected lines 'name.jpg, 0042'") from err
 
 
 def read_manifest(path: Path) -> dict:
@@ -46,43 +38,13 @@ def class_list(manifest: dict) -> list[str]:
 
 def train_counts_from(manifest: dict) -> dict[str, float]:
     """Class id -> training count from a shard manifest (class_counts)."""
-    from heads.predict import class_id
+    from engine.classnames import class_id
 
     classes = class_list(manifest)
     return {
         class_id(classes, i): float(manifest["class_counts"].get(c, 0))
         for i, c in enumerate(classes)
     }
-
-
-def label_ids(labels: dict[str, str], classes: list[str] | None, path: Path) -> dict[str, str]:
-    """The class ids of a label file: numbers as 4-digit ids (`42` -> `0042`), class folder
-    names through `classes` (the id `engine predict` writes for that folder).
-
-    Raises:
-        UserError: a folder name with no class list to map it, or one not in the list
-            (scoring it would silently count every such sample as wrong).
-    """
-    from heads.predict import class_id
-
-    index = {name: i for i, name in enumerate(classes or [])}
-    ids = {}
-    for name, value in labels.items():
-        if value.isascii() and value.isdigit():
-            ids[name] = f"{int(value):04d}"
-        elif value in index:
-            ids[name] = class_id(classes, index[value])
-        elif classes is None:
-            raise UserError(
-                f"{path} names class {value!r} (for {name!r}), not a 4-digit class id; pass "
-                "--train-counts work/shards/train/manifest.json to map class folder names to ids"
-            )
-        else:
-            raise UserError(
-                f"{path} names class {value!r} (for {name!r}), which is neither a class id "
-                f"nor one of the {len(classes)} class folders (e.g. {', '.join(classes[:3])})"
-            )
-    return ids
 
 
 @click.command("eval")
@@ -104,12 +66,14 @@ def label_ids(labels: dict[str, str], classes: list[str] | None, path: Path) -> 
 def command(pred: Path, labels: Path, train_counts: Path | None, json_out: Path | None):
     """Top-1, balanced and per-class accuracy of PRED against LABELS."""
     from engine.jsonfile import write_json
+    from heads.id_rows import read_id_rows
     from heads.metrics import evaluate, format_report
 
     manifest = read_manifest(train_counts) if train_counts else None
     counts = train_counts_from(manifest) if manifest else None
     classes = class_list(manifest) if manifest else None
-    report = evaluate(_read(pred), label_ids(_read(labels), classes, labels), counts)
+    predictions = read_id_rows(pred, what="predictions")
+    report = evaluate(predictions, read_id_rows(labels, what="labels", classes=classes), counts)
     click.echo(format_report(report))
     if json_out:
         write_json(json_out, report)

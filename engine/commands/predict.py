@@ -32,9 +32,13 @@ from shards.decode import BACKENDS  # light: no torch until a loader is made
               help="Image decoding: DALI on the GPU, DALI on the CPU, or Pillow.")  # fmt: skip
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the model runs (auto: CUDA when present).")  # fmt: skip
+@click.option("--shards", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="For a feature store SRC: the shards it was made from, when they have moved "
+              "(checked by fingerprint); their manifest names the unreadable files, which get "
+              "the fallback row. [default: the folder the store recorded]")  # fmt: skip
 @deterministic_option
 def command(src: Path, model_dir: Path, out: Path, batch_size: int, backend: str, device: str,
-            deterministic: bool | None):  # fmt: skip
+            shards: Path | None, deterministic: bool | None):  # fmt: skip
     """Predict a class for every file of SRC (images, shards or a feature store)."""
     from heads.numerics import apply_numerics
     from heads.predict import predict_source
@@ -42,6 +46,6 @@ def command(src: Path, model_dir: Path, out: Path, batch_size: int, backend: str
     apply_numerics(deterministic=deterministic is not False)
 
     count, csv_path, zip_path = predict_source(
-        model_dir, src, out, batch_size=batch_size, backend=backend, device=device
+        model_dir, src, out, batch_size=batch_size, backend=backend, device=device, shards=shards
     )
     click.echo(f"{count} predictions: {csv_path} and {zip_path}")

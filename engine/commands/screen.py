@@ -72,8 +72,9 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True, help="Where kNN and the probe run (auto: CUDA when present).")  # fmt: skip
 @click.option("--shards", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=None, help="Shards the store was made from (refused if it was not); the "
-              "page's thumbnails come from them. [default: the store's]")  # fmt: skip
+              default=None, help="Shards the store was made from, when they have moved (refused "
+              "if their fingerprint is not the store's); the page's thumbnails come from them. "
+              "[default: the folder the store recorded]")  # fmt: skip
 @screen_extra_option
 def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects, seed, device,
             shards, screen_extra):  # fmt: skip
@@ -88,7 +89,7 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects
 
     extras = {"extras": tuple(screen_extra)} if screen_extra else {}
     cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
-    names = _class_names(class_names, open_store(store_path, model=None).classes)
+    names = _class_names(class_names, open_store(store_path).classes)
     result, store, inputs, page = screen_store(store_path, cfg, out_dir, text_embed=text_embed,
                                                shards=shards, names=names, suspects=suspects)  # fmt: skip
     last = result.rounds[-1]["all"]

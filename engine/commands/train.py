@@ -76,8 +76,10 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
 @click.command("train")
 @click.option("--features", type=click.Path(path_type=Path), default=paths.FEATURES_TRAIN,
               show_default=True, help="Feature store; built from --shards when missing.")  # fmt: skip
-@click.option("--shards", type=click.Path(path_type=Path), default=paths.SHARDS_TRAIN,
-              show_default=True, help="Shards the feature store is (or was) made from.")  # fmt: skip
+@click.option("--shards", type=click.Path(path_type=Path), default=None,
+              help="Shards the feature store is (or was) made from: builds a missing store, "
+              "finds moved shards (checked by fingerprint); the suspects page's thumbnails come "
+              "from them. [default: the folder the store recorded, else work/shards/train]")  # fmt: skip
 @click.option("--unfreeze-last", "unfreeze_last", type=click.IntRange(0, 12), default=None,
               help="k: trailing ViT blocks to train (0 = head only). [default: 0]")  # fmt: skip
 @click.option("--rounds", type=click.IntRange(0, 20), default=None,

@@ -27,6 +27,7 @@ import numpy as np
 
 from engine import runs as run_files
 from engine.errors import UserError
+from features.store import FeatureStore
 from heads.classes import class_members
 from heads.screen.page_style import CSS, SCRIPT
 from heads.screen.partition import CLEAN, DROPPED, STATES
@@ -76,6 +77,7 @@ class PageSource:
     keys: list[str] | None = None
     store: str | None = None
     shards: Path | None = None
+    shards_note: str | None = None  # why `shards` is None (moved, not recorded), for the page
     fingerprint: str | None = None
     settings: dict = field(default_factory=dict)
 
@@ -96,38 +98,36 @@ class SuspectsFiles:
     note: str | None  # why the page has no thumbnails, when it has none
 
 
-def source_from_store(store, *, store_path=None, shards=None, names=None, settings=None):
-    """A PageSource from a `features.store.FeatureStore` or `heads.data.FeatureData`.
+def source_from_store(store: FeatureStore, *, shards=None, shards_note=None, names=None,
+                      settings=None) -> PageSource:  # fmt: skip
+    """A PageSource from a feature store and the shards it was made from.
 
-    The shards are `shards` when given, else the folder the store recorded, else the default
-    layout's sibling (`work/features/train.zarr` -> `work/shards/train`); check_shards then
-    refuses any whose fingerprint is not the store's, so a guess never shows wrong images.
-    `names`: display names in class order, or {folder: name} (folders without one keep theirs).
+    `shards`: the folder `features.provenance.find_shards` found (None: `shards_note` says
+    why); check_shards still refuses any whose fingerprint is not the store's, so the page
+    never shows wrong images. `names`: display names in class order, or {folder: name}
+    (folders without one keep theirs).
     """
     if isinstance(names, dict):
         names = [names.get(c, c) for c in store.classes]
-    recorded = dict(store.attrs.get("source") or {})
-    store_path = Path(store_path or getattr(store, "path", "") or "")
-    if shards is None:
-        shards = recorded.get("folder") or recorded.get("shards")
-    if shards is None and store_path.name:
-        shards = store_path.parent.parent / "shards" / store_path.name.removesuffix(".zarr")
     return PageSource(
         paths=list(store.paths),
         classes=list(store.classes),
         names=list(names) if names else None,
         keys=list(store.keys) or None,
-        store=str(store_path) if store_path.name else None,
+        store=str(store.path) if store.path else None,
         shards=Path(shards) if shards else None,
-        fingerprint=recorded.get("fingerprint"),
+        shards_note=shards_note,
+        fingerprint=store.source.get("fingerprint"),
         settings=dict(settings or {}),
     )
 
 
-def write_screening_page(out_dir, result, store, *, suspects: int = 200, **source) -> SuspectsFiles:
+def write_screening_page(out_dir, result, store: FeatureStore, *, suspects: int = 200,
+                         **source) -> SuspectsFiles:  # fmt: skip
     """Everything a screening leaves for a person: scores.npz, suspects.csv, suspects.html.
 
-    `source`: the keyword arguments of `source_from_store` (store_path, shards, names, settings).
+    `source`: the keyword arguments of `source_from_store` (shards, shards_note, names,
+    settings).
     """
     write_scores(out_dir, result)
     page_source = source_from_store(store, **source)
@@ -175,7 +175,8 @@ def _flagged_members(state, labels, c: int, limit: int) -> np.ndarray:
 def _thumbnails(source: PageSource, picks, flagged, state, labels, cfg: PageConfig):
     """({index: uri} big, {index: uri} small, note): the images the page shows, or a note."""
     if source.shards is None:
-        return {}, {}, "no shards given or recorded for this store, so no thumbnails"
+        why = source.shards_note or "no shards given or recorded for this store"
+        return {}, {}, f"no thumbnails: {why}"
     try:
         shards = thumbs_io.check_shards(
             source.shards, fingerprint=source.fingerprint, num_samples=len(source.paths)

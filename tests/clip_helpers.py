@@ -1,6 +1,6 @@
-"""Small models and image folders for tests and benchmarks (never used by the pipeline).
+"""Models and image folders for the tests (the tiny CLIP itself is bench.tiny_clip, which the
+GPU check's dry run also uses).
 
-clip = tiny_clip()              # a 3-block, width-64 CLIP with ViT-B/32's token grid
 clip = shared_random_clip()     # the real ViT-B/32, random weights, built once per process
 write_images(root, {"a": 3, "b": 2})
 """
@@ -11,34 +11,9 @@ import functools
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from features.model import RANDOM_SEED, LoadedClip, load_clip
-
-TINY_MODEL = "tiny-test"
-
-
-def tiny_clip(weights: str = "random", device="cpu") -> LoadedClip:
-    """A tiny CLIP (width 64, 3 blocks, patch 32 on 224 px: 50 tokens) with seeded weights.
-
-    Same interface as `features.model.load_clip`, so `extract(..., clip_loader=tiny_clip)`
-    exercises the whole pass in a fraction of a second per image.
-    """
-    import open_clip
-    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
-
-    if weights != "random":
-        raise ValueError("tiny_clip has only random weights")
-    vision = CLIPVisionCfg(layers=3, width=64, head_width=32, mlp_ratio=2.0, patch_size=32)
-    text = CLIPTextCfg(context_length=8, vocab_size=64, width=32, heads=2, layers=1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        model = open_clip.model.CLIP(
-            embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True
-        )
-    info = {"name": "random", "sha256": None}
-    return LoadedClip(model.to(device).eval(), None, info, TINY_MODEL)
+from features.model import LoadedClip, load_clip
 
 
 @functools.cache

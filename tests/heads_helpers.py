@@ -1,4 +1,5 @@
-"""Shared builders for the heads tests: tiny ViTs and feature stores in the DESIGN.md format."""
+"""Shared builders for the heads tests (a helper module, not collected): tiny ViTs and feature
+stores in the DESIGN.md format."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 from open_clip.transformer import VisionTransformer
 
 from features.split import split_visual
-from heads.data import FeatureData
+from features.store import FeatureStore
+from shards.decode.preprocess import PREPROCESS
 
 
 def tiny_visual(seed: int = 0, layers: int = 3) -> VisionTransformer:
@@ -34,7 +36,7 @@ def features_from_images(visual, images, labels, classes, depth: int, views: int
         toks = [trunk(images + 0.01 * v) for v in range(views)]
     tokens = np.stack([t.numpy() for t in toks]).astype(np.float16) if depth > 0 else None
     n = len(labels)
-    return FeatureData(
+    return FeatureStore.from_arrays(
         embed=emb.numpy().astype(np.float16),
         labels=np.asarray(labels),
         classes=list(classes),
@@ -45,8 +47,9 @@ def features_from_images(visual, images, labels, classes, depth: int, views: int
     )
 
 
-def write_store(path: Path, data: FeatureData, weights: str = "random") -> Path:
-    """Write `data` as a Zarr v3 feature store exactly as DESIGN.md describes it."""
+def write_store(path: Path, data: FeatureStore, weights: str = "random", **attrs) -> Path:
+    """Write `data` as a Zarr v3 feature store exactly as DESIGN.md describes it, as another
+    tool would (no `complete` or `source`); `attrs` override the attributes written."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w")
@@ -68,8 +71,9 @@ def write_store(path: Path, data: FeatureData, weights: str = "random") -> Path:
             "weights": {"name": weights, "sha256": None},
             "depth": data.depth,
             "classes": data.classes,
-            "views": data.num_views,
-            "preprocess": {"size": 224},
+            "views": data.views,
+            "preprocess": PREPROCESS,
+            **attrs,
         }
     )
     return path
