@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from clip_helpers import write_images
 
 import features.model
+from bench.tiny_clip import tiny_clip
 from engine.cli import main
 from engine.commands import demo
 from engine.errors import UserError
 from engine.outputs import MARKER, OutputKind, claim_output_dir, fresh_output_dir, remove_owned
 from features.store import remove_store
-from features.testing import tiny_clip, write_images
 from shards.config import ShardConfig
 from shards.writer import pack
 
@@ -178,9 +179,10 @@ def test_predict_out_beside_a_user_zip_is_refused(tmp_path):
     one_line_refusal(result, "pred.zip", "not a zip of pred.csv")
 
 
-def test_screen_out_a_folder_of_user_files_is_refused(tmp_path, shards):
-    store = tmp_path / "f.zarr"
-    assert invoke(*features_args(shards, store)).exit_code == 0
+def test_screen_out_a_folder_of_user_files_is_refused(tmp_path):
+    from test_run_pipeline import make_store  # a ViT-B-32 store, as engine screen wants
+
+    store = make_store(tmp_path / "f.zarr")
     out = user_folder(tmp_path / "mine")
     before = snapshot(out)
     result = invoke("screen", "--features", store, "--out", out, "--rounds", 0)
