@@ -5,8 +5,9 @@
     python -m bench.noisy_bench --grid small         # the first cut's data-starved grid
     python -m bench.noisy_bench --grid quick         # two small settings (~1 min)
     python -m bench.noisy_bench --quick --extra dfr  # with a screening extra switched on
+    python -m bench.noisy_bench --grid reduced --no-baselines --variant realistic
 
-Data: `heads.synthetic` CLIP-like features (see its docstring for how hard they are). Every
+Data: `bench.synthetic` CLIP-like features (see its docstring for how hard they are). Every
 row is scored by top-1 on the clean, balanced test set; noise-detection precision / recall
 (flagged = relabeled, dropped or out-of-set) are given for cleanlab and for screening.
 
@@ -21,6 +22,13 @@ model on the screened targets with CE). Two upper bounds, both with the engine's
 perfect screening (every noisy sample dropped, the rest kept: what an ideal detector that
 drops reaches) and the oracle (the true labels, out-of-set samples removed: noisy samples
 go back to their true class, which no screening of these folders can fully do).
+
+Issue 18's rows: `engine + screening` is screening without the `folder-mixture` stage (the
+engine before it), `engine + folder mixture` the same screening result relabeled by it (one
+screening serves both, since the stage acts once after the last round); its "named" column is
+the share of flipped samples whose proposed class is their true class. Every setting runs on
+the plain simulator and on its realistic variant (`bench.synthetic.Realism`) unless
+`--variant` picks one.
 """
 
 from __future__ import annotations
@@ -34,11 +42,12 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
+from bench.synthetic import FLIP_PRIORS, Realism, make_noisy_features
 from heads.screen import ScreenConfig, ScreenInputs, extras, run_screening
+from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
 from heads.screen.partition import RELABELED
 from heads.screen.probe import ProbeConfig, cross_fit_logits, one_hot, probe_train_fn, train_probe
 from heads.screen.signals import softmax
-from heads.synthetic import FLIP_PRIORS, make_noisy_features
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +73,12 @@ SMALL = [
     (1500, 50, 0.4, 20),
 ]
 QUICK = [(100, 20, 0.3, 60), (100, 100, 0.4, 60)]
-GRIDS = {"mission": MISSION, "small": SMALL, "quick": QUICK}
+# Issue 18's 30-40% noise settings of MISSION at reduced folder sizes (half, half, a quarter,
+# a sixth: N = 12.7k-25k), so both priors x both variants fit a session on 2 shared cores.
+REDUCED = [(200, 20, 0.3, 200), (500, 20, 0.4, 160), (500, 100, 0.3, 125), (1500, 50, 0.4, 40)]
+GRIDS = {"mission": MISSION, "small": SMALL, "quick": QUICK, "reduced": REDUCED}
+VARIANTS = {"plain": None, "realistic": Realism()}
+MIXTURE = "folder-mixture"
 
 PLAIN_CE = ProbeConfig(logit_adjust=0.0)
 
@@ -144,17 +158,28 @@ def _baselines(data, trainer: _Trainer, seed: int) -> dict:
 
 
 def _engine(data, trainer: _Trainer, cfg: ScreenConfig) -> dict:
-    """`engine train` without and with `--rounds`: the trainer is student and final model."""
+    """`engine train` without and with `--rounds`: the trainer is student and final model;
+    screening without the folder-mixture stage, then the same result relabeled by it."""
     start = time.perf_counter()
     inputs = ScreenInputs(data.embed, data.labels, data.num_classes, data.text_embed)
-    res = run_screening(inputs, cfg, trainer.train_fn)
+    before_cfg = replace(cfg, extras=tuple(e for e in cfg.extras if e != MIXTURE))
+    res = run_screening(inputs, before_cfg, trainer.train_fn)
     seconds = time.perf_counter() - start
+    mixed = relabel(res, inputs, FolderMixtureConfig())
+    flipped = (data.noise_kind == 1) | (data.noise_kind == 2)
+    moved = mixed.mixture_class != data.labels
     return {
         "engine train alone": {"top1": trainer.top1(loss="gce")},
         "engine + screening": {
             "top1": trainer.top1(res.targets, res.weights),
             **_detection(res.state >= RELABELED, data.is_noisy),
             "screen_s": seconds,
+        },
+        "engine + folder mixture": {
+            "top1": trainer.top1(mixed.targets, mixed.weights),
+            **_detection(moved | (mixed.weights < 0.5), data.is_noisy),
+            "named": float((mixed.mixture_class == data.true_labels)[flipped].mean()),
+            "mixture_s": time.perf_counter() - start - seconds,
         },
     }
 
@@ -171,45 +196,48 @@ def _oracles(data, trainer: _Trainer) -> dict:
 
 
 def run_setting(classes: int, imbalance: float, noise: float, max_per_class: int = 100, *,
-                seed: int = 0, cfg: ScreenConfig | None = None,
-                flip_prior: str = "uniform") -> list[dict]:  # fmt: skip
+                seed: int = 0, cfg: ScreenConfig | None = None, flip_prior: str = "uniform",
+                variant: str = "plain", baselines: bool = True) -> list[dict]:  # fmt: skip
     """All methods on one generated set; one dict per method."""
     cfg = cfg or ScreenConfig(seed=seed)
     data = make_noisy_features(num_classes=classes, imbalance=imbalance, noise=noise,
                                max_per_class=max_per_class, flip_prior=flip_prior,
-                               seed=seed)  # fmt: skip
+                               realism=VARIANTS[variant], seed=seed)  # fmt: skip
     trainer = _Trainer(data)
-    results = {**_baselines(data, trainer, seed), **_engine(data, trainer, cfg),
-               **_oracles(data, trainer)}  # fmt: skip
+    results = {**(_baselines(data, trainer, seed) if baselines else {}),
+               **_engine(data, trainer, cfg), **_oracles(data, trainer)}  # fmt: skip
     base = {"classes": classes, "imbalance": imbalance, "noise": noise, "N": len(data.labels),
-            "flip_prior": flip_prior}  # fmt: skip
+            "flip_prior": flip_prior, "variant": variant}  # fmt: skip
     return [{**base, "method": m, **r} for m, r in results.items()]
 
 
 def run(settings=None, seed: int = 0, cfg: ScreenConfig | None = None,
-        flip_prior: str = "uniform", on_setting=None) -> list[dict]:  # fmt: skip
-    """Rows for every setting (default: MISSION) and method; `on_setting(rows)` after each."""
+        flip_prior: str = "uniform", on_setting=None, variants=tuple(VARIANTS),
+        baselines: bool = True) -> list[dict]:  # fmt: skip
+    """Rows for every setting (default: MISSION), variant and method; `on_setting(rows)` after
+    each setting."""
     rows = []
-    for setting in tqdm(settings or MISSION, desc="settings"):
-        new = run_setting(*setting, seed=seed, cfg=cfg and replace(cfg), flip_prior=flip_prior)
+    for setting, variant in tqdm([(s, v) for s in settings or MISSION for v in variants]):
+        new = run_setting(*setting, seed=seed, cfg=cfg and replace(cfg), flip_prior=flip_prior,
+                          variant=variant, baselines=baselines)  # fmt: skip
         if on_setting is not None:  # a long grid shows each setting as soon as it is done
             on_setting(new)
         rows += new
     return rows
 
 
-HEADER = (
-    f"{'K':>5} {'imb':>4} {'noise':>5} {'N':>6}  {'method':<24} {'top1':>6} {'prec':>6} {'rec':>6}"
-)
+HEADER = (f"{'variant':<9} {'K':>5} {'imb':>4} {'noise':>5} {'N':>6}  {'method':<24} "
+          f"{'top1':>6} {'prec':>6} {'rec':>6} {'named':>6}")  # fmt: skip
 
 
 def format_rows(rows: list[dict], header: bool = True) -> str:
     lines = [HEADER, "-" * len(HEADER)] if header else []
     for r in rows:
         pr = "".join(
-            f" {100 * r[c]:6.1f}" if c in r else f" {'':>6}" for c in ("precision", "recall")
+            f" {100 * r[c]:6.1f}" if c in r else f" {'':>6}"
+            for c in ("precision", "recall", "named")
         )
-        lines.append(f"{r['classes']:>5} {r['imbalance']:>4} {r['noise']:>5.0%} {r['N']:>6}  "
+        lines.append(f"{r.get('variant', 'plain'):<9} {r['classes']:>5} {r['imbalance']:>4} {r['noise']:>5.0%} {r['N']:>6}  "
                      f"{r['method']:<24} {100 * r['top1']:6.1f}{pr}")  # fmt: skip
     return "\n".join(lines)
 
@@ -221,6 +249,10 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="same as --grid quick")
     parser.add_argument("--flip-prior", choices=FLIP_PRIORS, default="uniform",
                         help="true class of a flipped image: uniform, or by folder size")  # fmt: skip
+    parser.add_argument("--variant", choices=[*VARIANTS, "both"], default="both",
+                        help="simulator: plain, realistic (bench.synthetic.Realism) or both")  # fmt: skip
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the CE and cleanlab rows (the engine's and the bounds only)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a ScreenConfig field, e.g. --set soft_relabel=False")  # fmt: skip
@@ -232,7 +264,9 @@ def main(argv=None) -> None:
     cfg = ScreenConfig(seed=args.seed, **{"extras": tuple(args.extra), **overrides})
     grid = GRIDS["quick" if args.quick else args.grid]
     print(format_rows([]), flush=True)  # the benchmark's output is its table, setting by setting
-    run(grid, seed=args.seed, cfg=cfg, flip_prior=args.flip_prior,
+    variants = tuple(VARIANTS) if args.variant == "both" else (args.variant,)
+    run(grid, seed=args.seed, cfg=cfg, flip_prior=args.flip_prior, variants=variants,
+        baselines=not args.no_baselines,
         on_setting=lambda rows: print(format_rows(rows, header=False), flush=True))  # fmt: skip
 
 

@@ -5,7 +5,7 @@
         --device cuda --no-baseline --repeats 1        # issue 5's target: 300k x 1500, <= 30 s
     python -m bench.screen_speed --classes 1500 --partition-only 300000   # its CPU side alone
 
-Input: `heads.synthetic.make_noisy_features` (CLIP-like unit vectors, 512 wide, long tail,
+Input: `bench.synthetic.make_noisy_features` (CLIP-like unit vectors, 512 wide, long tail,
 40% noise). Engine: `run_screening` with `rounds=0`, i.e. round 0: kNN votes, trimmed
 prototypes, zero-shot agreement and the 5-fold out-of-fold probe, then the partition.
 Baseline: what a user would run with cleanlab: out-of-fold probabilities from the same
@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def _inputs(num_classes: int, max_per_class: int, dim: int, seed: int, imbalance: float):
+    from bench.synthetic import make_noisy_features
     from heads.screen import ScreenInputs
-    from heads.synthetic import make_noisy_features
 
     data = make_noisy_features(num_classes=num_classes, dim=dim, max_per_class=max_per_class,
                                imbalance=imbalance, noise=0.4, seed=seed)  # fmt: skip

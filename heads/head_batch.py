@@ -14,7 +14,7 @@ smallest batch within 10% of the fastest: more steps per epoch for the same spee
 
 Fewer steps move the head less, so the learning rate scales with the batch (lr_head is set
 for REFERENCE_BATCH = 512) and an epoch keeps >= MIN_STEPS_PER_EPOCH steps. Measured on the
-CPU, simulated CLIP features (heads.synthetic, 200 classes, 15.7k samples, 30% noise, GCE,
+CPU, simulated CLIP features (bench.synthetic, 200 classes, 15.7k samples, 30% noise, GCE,
 10 epochs), clean top-1: batch 512 at lr 1e-3 (the old default) 80.0; batch 2048 at 2e-3
 77.5, at 4e-3 (linear) 82.3; batch 8192 at 4e-3 73.2, at 1.6e-2 (linear) 82.3. Linear scaling
 also held at 1000 classes / 39k samples (512: 72.9, 2048: 73.7, 4096: 75.1) and at 50% noise

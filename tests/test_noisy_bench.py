@@ -12,13 +12,15 @@ METHODS = [
     "cleanlab + CE (trainer)",
     "engine train alone",
     "engine + screening",
+    "engine + folder mixture",
     "perfect screening",
     "oracle (clean labels)",
 ]
 
 
 def test_every_method_scored_on_a_tiny_set():
-    rows = run_setting(12, 5, 0.3, 30, cfg=ScreenConfig(rounds=1), flip_prior="size")
+    rows = run_setting(12, 5, 0.3, 30, cfg=ScreenConfig(rounds=1), flip_prior="size",
+                       variant="realistic")  # fmt: skip
     assert [r["method"] for r in rows] == METHODS
     top1 = {r["method"]: r["top1"] for r in rows}
     assert all(0 <= v <= 1 for v in top1.values())
@@ -29,7 +31,16 @@ def test_every_method_scored_on_a_tiny_set():
         if "cleanlab" in r["method"] or r["method"] == "engine + screening":
             assert 0 < r["precision"] <= 1 and 0 < r["recall"] <= 1
     assert {r["flip_prior"] for r in rows} == {"size"}
-    assert "engine + screening" in format_rows(rows)
+    assert {r["variant"] for r in rows} == {"realistic"}
+    mixed = next(r for r in rows if r["method"] == "engine + folder mixture")
+    assert 0 < mixed["named"] <= 1 and 0 < mixed["precision"] <= 1
+    assert "engine + folder mixture" in format_rows(rows)
+
+
+def test_without_baselines_only_the_engine_and_the_bounds_run():
+    rows = run_setting(12, 5, 0.3, 30, cfg=ScreenConfig(rounds=1), baselines=False)
+    assert [r["method"] for r in rows] == METHODS[4:]
+    assert {r["variant"] for r in rows} == {"plain"}
 
 
 def test_each_grid_runs_settings_spanning_the_issue_ranges(monkeypatch, capsys):
@@ -53,6 +64,7 @@ def test_each_grid_runs_settings_spanning_the_issue_ranges(monkeypatch, capsys):
         assert got[:, 2].min() == 0.1 and got[:, 2].max() == 0.6  # noise
         assert {s[3] for s in seen} == {7}
         assert len(capsys.readouterr().out.splitlines()) == 2 + len(seen)
+        assert len(seen) == 2 * len(GRIDS[name])  # every setting on plain and realistic
 
 
 def test_cli_rejects_unknown_flip_prior(capsys):
@@ -66,16 +78,18 @@ def test_cli_rejects_unknown_flip_prior(capsys):
 def test_cli_prints_each_setting_as_it_finishes(monkeypatch, capsys):
     import bench.noisy_bench as nb
 
-    def fake_setting(classes, imbalance, noise, max_per_class, **kw):
-        base = {"classes": classes, "imbalance": imbalance, "noise": noise, "N": 7}
+    def fake_setting(classes, imbalance, noise, max_per_class, variant="plain", **kw):
+        base = {"classes": classes, "imbalance": imbalance, "noise": noise, "N": 7,
+                "variant": variant}  # fmt: skip
         return [{**base, "method": m, "top1": 0.5} for m in METHODS]
 
     monkeypatch.setattr(nb, "run_setting", fake_setting)
-    main(["--grid", "quick", "--flip-prior", "size"])
+    main(["--grid", "quick", "--flip-prior", "size", "--variant", "realistic"])
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["K", "imb", "noise", "N"]
+    assert lines[0].split()[:5] == ["variant", "K", "imb", "noise", "N"]
     body = lines[2:]
     assert len(body) == len(GRIDS["quick"]) * len(METHODS)
+    assert all(line.startswith("realistic") for line in body)
     assert all(line.rstrip().endswith("50.0") for line in body)
 
 
@@ -86,14 +100,17 @@ def test_cli_builds_the_screen_config_from_extra_and_set(monkeypatch, capsys):
 
     seen = {}
 
-    def fake_run(grid, seed, cfg, flip_prior, on_setting):
-        seen.update(grid=grid, cfg=cfg)
+    def fake_run(grid, seed, cfg, flip_prior, on_setting, variants, baselines):
+        seen.update(grid=grid, cfg=cfg, variants=variants, baselines=baselines)
         return []
 
     monkeypatch.setattr(nb, "run", fake_run)
     main(["--quick", "--extra", "dfr", "--extra", "srrs-verify", "--set", "knn_k=5"])
     assert seen["grid"] == GRIDS["quick"]
     assert seen["cfg"].extras == ("dfr", "srrs-verify") and seen["cfg"].knn_k == 5
+    assert seen["variants"] == ("plain", "realistic") and seen["baselines"]
+    main(["--quick", "--variant", "plain", "--no-baselines"])
+    assert seen["variants"] == ("plain",) and not seen["baselines"]
     with pytest.raises(SystemExit):
         main(["--extra", "dfrr"])
     assert "invalid choice: 'dfrr'" in capsys.readouterr().err

@@ -97,8 +97,14 @@ def test_probe_hooks_change_training_only_where_they_apply():
     assert not np.allclose(pll.weight, train_probe(x, soft, ones).weight)
 
 
-def test_registry_lists_the_four_extras_and_refuses_unknown_or_repeated_names():
-    assert extras.available() == ["candidate-labels", "dfr", "srrs-mixup", "srrs-verify"]
+def test_registry_lists_the_five_extras_and_refuses_unknown_or_repeated_names():
+    assert extras.available() == [
+        "candidate-labels",
+        "dfr",
+        "folder-mixture",
+        "srrs-mixup",
+        "srrs-verify",
+    ]
     assert ScreenConfig(extras=["dfr"]).extras == ("dfr",)  # JSON lists come back as tuples
     with pytest.raises(UserError, match=r"unknown screening extra 'dfrr'; choose one of \["):
         ScreenConfig(extras=("dfrr",))

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bench.synthetic import make_noisy_features
 from engine.cli import main
 from heads.screen import STATES, ScreenConfig, ScreenInputs, run_screening
 from heads.screen.probe import ProbeConfig
 from heads.screen.report import load_targets
-from heads.synthetic import make_noisy_features
 from shards.decode.preprocess import PREPROCESS
 
 FAST = ProbeConfig(steps=15)

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -308,6 +309,35 @@ def test_mislabeled_share_counts_known_wrong_paths_among_the_first_rows(packed, 
     wrong = {rows[0]["path"], rows[2]["path"], "not/a/suspect.jpg"}
     assert mislabeled_share(files.csv, wrong, top=2) == (1, 2)
     assert mislabeled_share(files.csv, wrong, top=len(rows) + 5) == (2, len(rows))
+
+
+def test_page_and_csv_show_the_folder_mixture_class_and_probability(packed, tmp_path):
+    """With the folder-mixture stage, suspects.csv and each card name its proposed class and
+    its probability; without it the two CSV columns stay empty (test_csv_round_trip)."""
+    from dataclasses import replace
+
+    source, labels = _source(packed, names=["Script", "Rosa canina", "Rosé"])
+    base = _result(labels, len(CLASSES), seed=1)
+    mixture = (labels + 2) % len(CLASSES)
+    result = replace(base, mixture_class=mixture,
+                     mixture_prob=np.linspace(0.2, 0.9, len(labels)).astype(np.float32))  # fmt: skip
+    files = write_suspects(tmp_path, result, labels, source, PageConfig(suspects=5))
+    rows = read_suspects_csv(files.csv)
+    names = [source.label(c) for c in range(len(CLASSES))]
+    by_path = {r["path"]: r for r in rows}
+    for i in np.flatnonzero(result.state != CLEAN):
+        assert by_path[source.paths[i]]["mixture_class"] == names[mixture[i]]
+        assert float(by_path[source.paths[i]]["mixture_prob"]) == pytest.approx(
+            result.mixture_prob[i], abs=1e-4
+        )
+    html = files.html.read_text(encoding="utf-8")
+    i = int(np.argsort(result.combined)[0])
+    card = html[html.index(f'id="s{i}"') :].split("</article>")[0]
+    assert "folder mixture" in card and f"{result.mixture_prob[i]:.3f}" in card
+    assert html_escape(names[mixture[i]]) in card
+    plain = read_suspects_csv(write_suspects(tmp_path / "b", base, labels, source,
+                                             PageConfig(suspects=5)).csv)  # fmt: skip
+    assert {r["mixture_class"] for r in plain} == {""}
 
 
 def test_a_card_names_the_weight_the_final_fit_uses(packed, tmp_path):

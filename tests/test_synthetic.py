@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from heads.synthetic import long_tail_counts, make_noisy_features
+from bench.synthetic import long_tail_counts, make_noisy_features
 
 
 def test_long_tail_counts_span_the_imbalance():
@@ -72,3 +72,26 @@ def test_unknown_flip_prior_is_refused():
 
     with pytest.raises(ValueError, match="flip_prior"):
         make_noisy_features(num_classes=10, dim=8, flip_prior="popular")
+
+
+def test_realistic_variant_breaks_one_shared_gaussian_and_leaves_plain_alone():
+    """Realism(): per-class spread differs (difficulty), the radius is heavy-tailed, and the
+    labels, noise and test labels are the plain variant's (only the geometry changes)."""
+    from bench.synthetic import Realism
+
+    kw = dict(num_classes=20, dim=32, imbalance=1, max_per_class=60, noise=0.0, seed=4)
+    plain, real = make_noisy_features(**kw), make_noisy_features(**kw, realism=Realism())
+    assert np.array_equal(plain.labels, real.labels) and not np.allclose(plain.embed, real.embed)
+
+    def spreads(d):
+        centred = d.embed - d.embed.mean(0)
+        dist = [np.linalg.norm(centred[d.labels == c] - centred[d.labels == c].mean(0), axis=1)
+                for c in range(20)]  # fmt: skip
+        per_class = np.array([x.mean() for x in dist])
+        radius = np.concatenate([x / x.mean() for x in dist])
+        return per_class.std() / per_class.mean(), np.percentile(radius, 99)
+
+    (cv_plain, tail_plain), (cv_real, tail_real) = spreads(plain), spreads(real)
+    assert cv_real > 2 * cv_plain  # class-dependent difficulty
+    assert tail_real > tail_plain + 0.2  # heavy-tailed scatter
+    np.testing.assert_allclose(np.linalg.norm(real.embed, axis=1), 1.0, atol=1e-5)

@@ -298,6 +298,9 @@ def _scores(page: _Page, i: int) -> str:
     rows = [["trust (combined)", f"{r.combined[i]:.3f}"], ["p_clean", f"{r.p_clean[i]:.3f}"],
             ["final-fit weight", final_fit_weight(int(r.state[i]), float(r.weights[i]))]]  # fmt: skip
     rows += [[SIGNAL_TITLES.get(s, s), f"{v[i]:.3f}"] for s, v in r.scores.items()]
+    if getattr(r, "mixture_class", None) is not None:  # the folder-mixture stage's class
+        name = escape(page.source.label(int(r.mixture_class[i])))
+        rows.append(["folder mixture", f"{name} {r.mixture_prob[i]:.3f}"])
     return '<table class="scores">' + "".join(
         f"<tr><th>{escape(a)}</th><td>{b}</td></tr>" for a, b in rows
     ) + "</table>"  # fmt: skip

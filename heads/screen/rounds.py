@@ -59,7 +59,8 @@ class ScreenInputs:
 
 @dataclass
 class ScreenResult:
-    """Final partition: state (N,) int8, targets (N, K), weights (N,), plus per-round summary."""
+    """Final partition: state (N,) int8, targets (N, K), weights (N,), plus per-round summary;
+    with the `folder-mixture` extra, its proposed class (N,) and that class's probability."""
 
     state: np.ndarray
     targets: np.ndarray
@@ -70,6 +71,8 @@ class ScreenResult:
     scores: dict[str, np.ndarray]
     consensus: np.ndarray
     rounds: list[dict] = field(default_factory=list)
+    mixture_class: np.ndarray | None = None
+    mixture_prob: np.ndarray | None = None
 
 
 def screen_round(inputs: ScreenInputs, cfg: ScreenConfig, fixed: dict[str, Evidence],

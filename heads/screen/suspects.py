@@ -26,7 +26,10 @@ from heads.screen.partition import CLEAN, RELABELED, STATES
 from heads.screen.signals import best_other_class
 
 # Columns of suspects.csv before the per-signal scores (one column per signal after them).
-CSV_HEAD = ("path", "given", "proposed", "state", "weight", "trust", "p_clean")
+# mixture_class / mixture_prob: the folder-mixture stage's proposed true class and its
+# probability (empty without that stage).
+CSV_HEAD = ("path", "given", "proposed", "state", "weight", "trust", "p_clean", "mixture_class",
+            "mixture_prob")  # fmt: skip
 
 
 @dataclass
@@ -87,6 +90,7 @@ def suspect_rows(result, labels, paths, names, proposed=None) -> list[dict]:
     labels = np.asarray(labels, np.int64)
     proposed = proposed_classes(result, labels) if proposed is None else proposed
     order = np.argsort(result.combined, kind="stable")
+    mixture = getattr(result, "mixture_class", None)
     rows = []
     for i in order[result.state[order] != CLEAN]:
         row = {
@@ -97,6 +101,8 @@ def suspect_rows(result, labels, paths, names, proposed=None) -> list[dict]:
             "weight": f"{result.weights[i]:.4f}",
             "trust": f"{result.combined[i]:.4f}",
             "p_clean": f"{result.p_clean[i]:.4f}",
+            "mixture_class": "" if mixture is None else names[mixture[i]],
+            "mixture_prob": "" if mixture is None else f"{result.mixture_prob[i]:.4f}",
         }
         row.update({name: f"{values[i]:.4f}" for name, values in result.scores.items()})
         rows.append(row)

@@ -24,6 +24,11 @@ Why these defaults (checked against what ViT-B/32 features of web images look li
   (web folders hold look-alikes of other species more often than random junk), so they are
   not trivially far from everything.
 
+`realism=Realism()` is the realistic variant: classes with their own directions of variance,
+2-4 sub-clusters, heavy-tailed scatter and unequal difficulty (`Realism` says why each), so
+that a method built on one shared-covariance Gaussian per class is not judged only on the
+data it assumes.
+
 Noise follows how web folders are scraped: the folder sizes (given labels) follow the long
 tail, and inside every folder a share `noise` of the images is something else: a random other
 class (uniform flip), a sibling species of the same genus (similar flip), or a class outside
@@ -94,16 +99,68 @@ def _class_means(rng, num_classes: int, num_genera: int, dim: int, spread: float
     return _unit(genus_means[genus] + spread * offsets), genus
 
 
-def _draw(rng, means, classes, sigma: float, nuisance: np.ndarray, cone: np.ndarray) -> np.ndarray:
+def _draw(rng, means, classes, sigma: float, nuisance: np.ndarray, cone: np.ndarray,
+          shape: ClassShapes | None = None) -> np.ndarray:  # fmt: skip
     """Samples: species mean + isotropic noise + a shared low-rank nuisance (pose, background).
 
     The nuisance directions carry no class information but large variance, as CLIP's dominant
     directions do; a trained linear probe learns to ignore them, a class-mean classifier cannot.
+    With `shape` (the realistic variant) each class also gets its own sub-cluster, scatter
+    scale, heavy-tailed radius and own directions of variance (`ClassShapes.add`).
     """
     dim = means.shape[1]
     noise = rng.standard_normal((len(classes), dim)) * (sigma / np.sqrt(dim))
     style = rng.standard_normal((len(classes), nuisance.shape[0])) @ nuisance  # (n, D)
-    return _unit(means[classes] + noise + style + cone).astype(np.float32)
+    if shape is None:
+        return _unit(means[classes] + noise + style + cone).astype(np.float32)
+    return _unit(shape.add(means, classes, noise) + style + cone).astype(np.float32)
+
+
+@dataclass
+class Realism:
+    """Knobs that break the one-shared-covariance Gaussian a generative relabeler assumes;
+    `Realism()` is the realistic variant of the bench, `None` the plain one."""
+
+    # Per-class anisotropic covariance: every class varies most along its own `rank`
+    # directions (a bird's pose, a car's viewpoint), not along one shared set; a shared
+    # covariance then over- or under-states every class's spread. Norm of that variation.
+    anisotropy: float = 0.8
+    rank: int = 4
+    # Multi-modal classes: 2..max_modes sub-clusters (male / female, flower / leaf, larva /
+    # adult) at this distance from the species mean; a single Gaussian mean sits between them.
+    max_modes: int = 4
+    mode_spread: float = 0.6
+    # Heavy-tailed scatter: the per-sample noise radius is Student-t with `tail_df` degrees of
+    # freedom (odd crops, occlusion, clutter), so Gaussian likelihoods are overconfident far out.
+    tail_df: float = 3.0
+    # Class-dependent difficulty: each class's noise scale is exp(N(0, difficulty)), as some
+    # species are photographed in clean studio shots and others in the wild.
+    difficulty: float = 0.35
+
+
+class ClassShapes:
+    """The realistic variant's per-class draws (from their own generator, so the plain
+    variant's draws, and seeded plain sets, stay what they were)."""
+
+    def __init__(self, realism: Realism, num_species: int, dim: int, seed: int):
+        self.r, self.rng = realism, np.random.default_rng([seed, 18])
+        rng = self.rng
+        self.modes = rng.integers(2, realism.max_modes + 1, num_species)  # (S,) sub-clusters
+        self.mode_offsets = _unit(rng.standard_normal((num_species, realism.max_modes, dim)))
+        self.scale = np.exp(rng.normal(0, realism.difficulty, num_species))  # (S,)
+        basis = _unit(rng.standard_normal((num_species, realism.rank, dim)))  # (S, r, D)
+        self.basis = basis * (realism.anisotropy / np.sqrt(realism.rank))
+
+    def add(self, means: np.ndarray, classes: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """(n, D) mean of each sample's sub-cluster + its class-shaped, heavy-tailed scatter."""
+        rng, n = self.rng, len(classes)
+        mode = (rng.random(n) * self.modes[classes]).astype(np.int64)
+        centre = means[classes] + self.r.mode_spread * self.mode_offsets[classes, mode]
+        radius = np.sqrt(self.r.tail_df / rng.chisquare(self.r.tail_df, n))  # Student-t radius
+        z = rng.standard_normal((n, self.r.rank))
+        own = sum(z[:, j, None] * self.basis[classes, j] for j in range(self.r.rank))  # (n, D)
+        scatter = (noise + own) * (self.scale[classes] * radius)[:, None]
+        return centre + scatter
 
 
 def _noisy_true_classes(rng, given, kinds, genus, popularity=None) -> np.ndarray:
@@ -186,6 +243,7 @@ def make_noisy_features(
     test_per_class: int = 20,
     text_noise: float = 0.8,
     flip_prior: str = "uniform",
+    realism: Realism | None = None,
     seed: int = 0,
 ) -> NoisySet:
     """Generate a noisy long-tailed training set and a clean balanced test set.
@@ -206,6 +264,8 @@ def make_noisy_features(
         flip_prior: how a flipped image's true class is drawn: "uniform" over the (sibling)
             classes, the tail's worst case (a rare species is misfiled as often as a common
             one); or "size", in proportion to folder sizes (as often as it is photographed).
+        realism: None (plain: one isotropic Gaussian per class, exactly the model a shared-
+            covariance relabeler assumes) or the knobs of the realistic variant (`Realism()`).
         seed: everything is a function of it.
     """
     mix = _check_options(flip_prior, noise, noise_mix)
@@ -216,6 +276,7 @@ def make_noisy_features(
         spread=spread, sigma=sigma, nuisance=nuisance, cone=cone,
     )  # fmt: skip
     in_means, genus = means[:num_classes], genus[:num_classes]
+    shapes = None if realism is None else ClassShapes(realism, len(means), dim, seed)
 
     counts = rng.permutation(long_tail_counts(num_classes, max_per_class, imbalance))
     given, kinds = _folders(rng, counts, noise, mix)
@@ -223,11 +284,11 @@ def make_noisy_features(
     true = _noisy_true_classes(rng, given, kinds, genus, popularity)
     outside = num_classes + rng.integers(0, num_outside, len(given))
     source = np.where(kinds == 3, outside, true)
-    embed = _draw(rng, means, source, sigma, style, offset)
+    embed = _draw(rng, means, source, sigma, style, offset, shapes)
     true[kinds == 3] = -1
 
     test_labels = np.repeat(np.arange(num_classes), test_per_class)
-    test_embed = _draw(rng, in_means, test_labels, sigma, style, offset)
+    test_embed = _draw(rng, means, test_labels, sigma, style, offset, shapes)
     text = _unit(in_means + rng.standard_normal(in_means.shape) * text_noise / np.sqrt(dim))
     return _noisy_set(embed, given, true, kinds, test_embed, test_labels, text, genus)
 

@@ -1,0 +1,158 @@
+"""The small parameters of the folder-as-mixture EM (`folder_mixture.py`) and their M-step.
+
+Everything here is (K, K), (K, D) or (D, D) float64 NumPy, shared by the torch and the NumPy
+passes over the (N, .) rows, so both give the same parameters from the same statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+LIKELIHOODS = ("gaussian", "both")
+
+
+@dataclass
+class MixtureOptions:
+    """Knobs of the EM; each default says why (bench/NOISY.md has the measurements)."""
+
+    # EM iterations: the composition settles within ~10 on the bench; 15 as the first probe.
+    iters: int = 15
+    # Support of a folder: itself and its nearest class means (siblings are where flips go).
+    neighbours: int = 10
+    # Initial catch-all weight per folder (then estimated): uniform flips come from anywhere.
+    catch_all: float = 0.1
+    # Shrinkage of the shared covariance toward a scaled identity: 300 classes of 20 samples
+    # in 512 dims would otherwise give a singular within-class scatter.
+    shrink: float = 0.1
+    # Tail prior: every class mean is pulled toward its anchor (text embedding mapped into
+    # image space, else the seed prototype) with the weight of this many samples.
+    tail_strength: float = 5.0
+    # Dirichlet pseudo-count added to every support entry of a folder's composition.
+    dirichlet: float = 0.5
+    # "both": the screening consensus (N, K) multiplies the Gaussian likelihood (power below).
+    consensus_weight: float = 1.0
+    # Row block of the torch pass: (block, K) float32 logits, 98 MB at 16k x 1500.
+    block_rows: int = 16384
+
+    def __post_init__(self):
+        if self.iters < 1 or self.neighbours < 0 or self.block_rows < 1:
+            raise ValueError(f"need iters >= 1, neighbours >= 0, block_rows >= 1: {self}")
+        if not (0 < self.catch_all < 1 and 0 <= self.shrink <= 1):
+            raise ValueError(f"need 0 < catch_all < 1 and 0 <= shrink <= 1: {self}")
+
+
+@dataclass
+class MixtureStats:
+    """Sufficient statistics of one E-step: rsum (K,), rx (K, D) = R^T X, xx (D, D) =
+    X^T diag(1 - r_bg) X, folders (K, K) responsibilities summed per folder."""
+
+    rsum: np.ndarray
+    rx: np.ndarray
+    xx: np.ndarray
+    folders: np.ndarray
+
+
+@dataclass
+class EMState:
+    means: np.ndarray  # (K, D)
+    cov: np.ndarray  # (D, D) shared
+    prior: np.ndarray  # (K,) estimated true-class prior
+    rho_s: np.ndarray  # (K, K) composition on the support, rows sum to 1
+    catch: np.ndarray  # (K,) catch-all weight a(y)
+    support: np.ndarray  # (K, K) bool
+    anchors: np.ndarray  # (K, D) tail-prior targets
+
+    def composition(self) -> np.ndarray:
+        """(K, K) rho(c | y) = (1 - a) rho_s + a prior."""
+        return (1 - self.catch)[:, None] * self.rho_s + self.catch[:, None] * self.prior[None]
+
+    def linear(self):
+        """Class log-likelihood as x @ w.T + bias (+ terms of x alone, the same for every
+        component, background included): w (K, D), bias (K,)."""
+        w = np.linalg.solve(self.cov, self.means.T).T
+        return w, -0.5 * (w * self.means).sum(1)
+
+
+def _shrunk(cov: np.ndarray, shrink: float) -> np.ndarray:
+    d = len(cov)
+    return (1 - shrink) * cov + shrink * np.trace(cov) / d * np.eye(d)
+
+
+def text_anchors(x, labels, seed_mask, text) -> np.ndarray:
+    """(K, D) text embeddings mapped into the (centred) image space: the least-squares affine
+    map t -> a t + b fitted between the text embeddings and the seed class means, since CLIP's
+    text and image embeddings sit in different cones."""
+    means, counts = _seed_means(x, labels, seed_mask, len(text))
+    have = counts > 0
+    t, m = text[have], means[have]
+    tc, mc = t - t.mean(0), m - m.mean(0)
+    scale = float((tc * mc).sum() / max((tc * tc).sum(), 1e-12))
+    return scale * (text - t.mean(0)) + m.mean(0)
+
+
+def _seed_means(x, labels, seed_mask, num_classes):
+    """(K, D) mean of each folder's seed samples (all its samples where it has none)."""
+    counts = np.bincount(labels[seed_mask], minlength=num_classes).astype(np.float64)
+    sums = np.zeros((num_classes, x.shape[1]))
+    np.add.at(sums, labels[seed_mask], x[seed_mask])
+    empty = counts == 0
+    if empty.any():
+        every = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        all_sums = np.zeros_like(sums)
+        np.add.at(all_sums, labels, x)
+        sums[empty], counts[empty] = all_sums[empty], every[empty]
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def initial_state(x, labels, num_classes, seed_mask, anchors, opts: MixtureOptions) -> EMState:
+    """Means and shared covariance from the seed (screening's clean) samples; each folder's
+    composition = its seed share on itself, the rest over its nearest class means."""
+    means, _ = _seed_means(x, labels, seed_mask, num_classes)
+    resid = x[seed_mask] - means[labels[seed_mask]]
+    cov = _shrunk(resid.T @ resid / max(len(resid), 1), opts.shrink)
+    support = _support(means, cov, opts.neighbours)
+    size = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    keep = np.clip(np.bincount(labels[seed_mask], minlength=num_classes) / size.clip(1), 0.5, 0.95)
+    rho_s = support * ((1 - keep) / np.maximum(support.sum(1) - 1, 1))[:, None]
+    rho_s[np.arange(num_classes), np.arange(num_classes)] = keep
+    rho_s /= rho_s.sum(1, keepdims=True)
+    return EMState(means, cov, size / size.sum(), rho_s, np.full(num_classes, opts.catch_all),
+                   support, means.copy() if anchors is None else anchors)  # fmt: skip
+
+
+def _support(means, cov, neighbours: int) -> np.ndarray:
+    """(K, K) bool: each class and its `neighbours` nearest class means (Mahalanobis)."""
+    k = len(means)
+    w = means @ np.linalg.inv(cov)
+    sq = (w * means).sum(1)
+    dist = sq[:, None] + sq[None] - 2 * w @ means.T
+    np.fill_diagonal(dist, -np.inf)
+    m = min(neighbours + 1, k)
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :m]
+    support = np.zeros((k, k), bool)
+    np.put_along_axis(support, nearest, True, axis=1)
+    return support
+
+
+def m_step(state: EMState, stats: MixtureStats, opts: MixtureOptions) -> EMState:
+    """New means (tail prior), shared covariance, prior, rho_s and catch-all weights."""
+    n = stats.rsum
+    tau = opts.tail_strength
+    means = (stats.rx + tau * state.anchors) / (n + tau)[:, None]
+    # sum_i sum_c r_ic (x_i - mu_c)(x_i - mu_c)^T from the statistics, without the rows.
+    scatter = stats.xx - stats.rx.T @ means - means.T @ stats.rx + (means.T * n) @ means
+    cov = _shrunk(scatter / max(n.sum(), 1e-12), opts.shrink)
+    prior = (n + 1e-3) / (n + 1e-3).sum()
+    # Split each folder's responsibilities between the support part and the catch-all in
+    # proportion to their shares of rho (they depend only on (folder, class)).
+    rho = state.composition()
+    own = np.where(state.support, (1 - state.catch)[:, None] * state.rho_s / rho, 0.0)
+    support_counts = stats.folders * own
+    folder_total = stats.folders.sum(1)
+    catch = 1 - support_counts.sum(1) / np.maximum(folder_total, 1e-12)
+    rho_s = support_counts + opts.dirichlet * state.support
+    rho_s /= rho_s.sum(1, keepdims=True)
+    return replace(state, means=means, cov=cov, prior=prior, rho_s=rho_s,
+                   catch=np.clip(catch, 1e-3, 0.999))  # fmt: skip

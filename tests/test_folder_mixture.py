@@ -1,0 +1,157 @@
+"""The folder-as-mixture EM (issue 18): recovers a known folder composition, is seeded and
+deterministic, torch equals the NumPy reference, and the tail prior and the background
+weight act as documented; the `folder-mixture` extra feeds the final targets."""
+
+import numpy as np
+import pytest
+
+from heads.screen import ScreenConfig, ScreenInputs, ScreenResult
+from heads.screen.extras.folder_mix import (
+    FolderMixture,
+    FolderMixtureConfig,
+    background_weights,
+    relabel,
+)
+from heads.screen.folder_mixture import (
+    MixtureOptions,
+    fit_folder_mixture,
+    fit_folder_mixture_reference,
+)
+from heads.screen.partition import CLEAN, OUT_OF_SET
+
+# Folder 0 holds ~70% class 0 and ~30% class 1, its nearest class (the sibling flips go to);
+# folders 1-3 are pure. Classes 2 and 3 sit far from both.
+COMPOSITION = np.array([[0.7, 0.3, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+OPTS = MixtureOptions(neighbours=1, iters=15, tail_strength=1.0)
+
+
+def _folders(seed=0, per_folder=100, dim=8):
+    rng = np.random.default_rng(seed)
+    means = 3.0 * np.eye(4, dim)
+    means[1] = means[0] + 2.5 * np.eye(dim)[1]
+    labels = np.repeat(np.arange(4), per_folder)
+    true = np.concatenate([rng.choice(4, per_folder, p=row) for row in COMPOSITION])
+    embed = means[true] + rng.standard_normal((len(true), dim)) * 0.5
+    seed_mask = true == labels  # screening's clean set: the samples of their own class
+    return embed.astype(np.float32), labels, true, seed_mask
+
+
+def _fit(fn=fit_folder_mixture, background=0.02, **kw):
+    embed, labels, _, seed_mask = _folders()
+    b = np.full(len(labels), background)
+    extra = {"device": "cpu"} if fn is fit_folder_mixture else {}
+    return fn(embed, labels, 4, seed_mask=seed_mask, background=b, opts=kw.pop("opts", OPTS),
+              **extra, **kw)  # fmt: skip
+
+
+def test_em_recovers_the_known_folder_composition_within_002():
+    """Every rho(c | folder) within 0.02 of the drawn composition (the catch-all keeps ~0.003
+    on each class outside a folder's support)."""
+    fit = _fit()
+    embed, labels, true, _ = _folders()
+    drawn = np.zeros((4, 4))
+    np.add.at(drawn, (labels, true), 1)
+    drawn /= drawn.sum(1, keepdims=True)
+    assert abs(drawn[0, 1] - 0.3) < 0.1  # the draw is the stated mixture
+    np.testing.assert_allclose(fit.composition, drawn, atol=0.02)
+    assert (fit.resp.argmax(1) == true).mean() > 0.99  # names the true class of the flips
+
+
+def test_same_seed_same_fit_and_torch_matches_numpy_reference():
+    a, b = _fit(), _fit()
+    np.testing.assert_array_equal(a.resp, b.resp)
+    ref = _fit(fit_folder_mixture_reference)
+    np.testing.assert_allclose(a.resp, ref.resp, atol=2e-3)
+    np.testing.assert_allclose(a.composition, ref.composition, atol=2e-3)
+    np.testing.assert_allclose(a.prior, ref.prior, atol=1e-3)
+
+
+def test_torch_blocks_equal_one_block():
+    small = MixtureOptions(neighbours=1, tail_strength=1.0, block_rows=150)
+    np.testing.assert_allclose(_fit(opts=small).resp, _fit().resp, atol=1e-5)
+
+
+def test_estimated_prior_follows_the_true_class_counts_not_uniform():
+    fit = _fit()
+    _, _, true, _ = _folders()
+    np.testing.assert_allclose(fit.prior, np.bincount(true) / len(true), atol=0.02)
+
+
+def test_tail_prior_pulls_a_small_class_toward_its_anchor():
+    """With strength 0 the means are the image means. With the weight of 200 samples the
+    5-sample class's mean moves (nearly) all the way to its anchor, the 200-sample class's
+    half-way: the tail prior matters for small classes only. (The text here carries no image
+    direction, so the fitted text-to-image map puts both anchors at the mean of the means.)"""
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], [200, 5])
+    embed = (3.0 * np.eye(2, 6)[labels] + 0.3 * rng.standard_normal((205, 6))).astype(np.float32)
+    text = np.eye(2, 6, k=2).astype(np.float32)  # anchors far from both image means
+    kw = dict(seed_mask=np.ones(205, bool), background=np.full(205, 0.02), text_embed=text)
+
+    def fit(strength):
+        opts = MixtureOptions(neighbours=1, iters=5, tail_strength=strength)
+        return fit_folder_mixture(embed, labels, 2, opts=opts, device="cpu", **kw).means
+
+    image_means = np.stack([embed[labels == c].mean(0) for c in (0, 1)]) - embed.mean(0)
+    free, pulled = fit(0.0), fit(200.0)
+    np.testing.assert_allclose(free, image_means, atol=0.05)
+    moved = np.linalg.norm(pulled - free, axis=1)
+    way = np.linalg.norm(free - free.mean(0), axis=1)  # distance of each mean to its anchor
+    np.testing.assert_allclose(moved / way, [0.5, 200 / 205], atol=0.05)
+
+
+def test_background_weight_takes_unexplained_samples_only():
+    """A sample of a class its folder does not hold goes to the background in proportion to
+    its weight; a sample its folder explains keeps most of its class."""
+    embed, labels, true, seed_mask = _folders()
+    odd = np.flatnonzero(labels == 2)[:3]
+    embed[odd] = 3.0 * np.eye(4, 8)[3] + 0.1  # class 3's images filed in folder 2
+    b = np.full(len(labels), 0.02)
+    kw = dict(seed_mask=seed_mask, opts=OPTS, device="cpu")
+    low = fit_folder_mixture(embed, labels, 4, background=b, **kw)
+    b[odd] = 0.5
+    high = fit_folder_mixture(embed, labels, 4, background=b, **kw)
+    assert high.background[odd].min() > 0.9 and low.background[odd].max() < 0.5
+    explained = np.flatnonzero(labels == 1)[:3]
+    b[explained] = 0.5
+    also = fit_folder_mixture(embed, labels, 4, background=b, **kw)
+    # The background takes b * prior(c) against (1 - b) * rho(c | y): little at 1500 classes,
+    # here (4 classes, prior ~0.34) a quarter.
+    rho, prior = also.composition[1, 1], also.prior[1]
+    np.testing.assert_allclose(also.background[explained], prior / (prior + rho), atol=0.02)
+
+
+def _screened(per_folder=60):
+    """A screening result on `_folders`: clean = the samples of their own folder's class."""
+    embed, labels, true, seed_mask = _folders(per_folder=per_folder)
+    n, k = len(labels), 4
+    state = np.where(seed_mask, CLEAN, 3).astype(np.int8)  # flips dropped
+    hard = np.eye(k, dtype=np.float32)[labels]
+    result = ScreenResult(state, hard, seed_mask.astype(np.float32), labels, np.zeros(n),
+                          np.zeros(n, np.float32), {}, hard)  # fmt: skip
+    return ScreenInputs(embed, labels, k), result, true
+
+
+def test_extra_feeds_targets_and_names_a_class():
+    inputs, base, true = _screened()
+    assert ScreenConfig(extras=("folder-mixture",)).extras == ("folder-mixture",)
+    res = FolderMixture(FolderMixtureConfig(device="cpu")).on_result(base, inputs)
+    assert res.mixture_class.shape == true.shape and res.mixture_prob.dtype == np.float32
+    assert (res.mixture_class == true).mean() > 0.95
+    np.testing.assert_allclose(res.targets.sum(1), 1, atol=1e-5)
+    assert np.array_equal(res.targets.argmax(1), res.mixture_class)
+    assert (res.weights > 0.9).all()  # no out-of-set state: every sample keeps its weight
+    # rows="flagged" leaves the clean samples' targets as screening made them.
+    flagged = relabel(base, inputs, FolderMixtureConfig(rows="flagged", device="cpu"))
+    clean = base.state == CLEAN
+    np.testing.assert_array_equal(flagged.targets[clean], base.targets[clean])
+    assert (flagged.targets[~clean].argmax(1) == true[~clean]).mean() > 0.95
+
+
+def test_background_weights_follow_the_out_of_set_state_and_bad_config_fails():
+    state = np.array([CLEAN, OUT_OF_SET])
+    assert background_weights(state, FolderMixtureConfig()).tolist() == [0.02, 0.5]
+    with pytest.raises(ValueError, match="rows"):
+        FolderMixtureConfig(rows="some")
+    with pytest.raises(ValueError, match="background"):
+        FolderMixtureConfig(background=0.01, background_floor=0.1)
