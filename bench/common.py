@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 
 def _sync() -> None:
-    import torch
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -42,18 +45,15 @@ def rate(items: int, seconds: float) -> float:
 
 def peak_memory_mb() -> float:
     """Peak GPU memory when on a GPU, else this process's peak resident set size."""
-    import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def hardware() -> dict:
     """What the figures were measured on: they mean nothing without it."""
-    import torch
 
     info = {
         "cpu": platform.processor() or platform.machine(),
@@ -112,9 +112,6 @@ class PeakMemory:
         self._thread = None
 
     def __enter__(self) -> PeakMemory:
-        import threading
-
-        import torch
 
         self._cuda = torch.cuda.is_available()
         if self._cuda:
@@ -132,8 +129,6 @@ class PeakMemory:
 
     def __exit__(self, *exc) -> None:
         if self._cuda:
-            import torch
-
             self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
             return
         self._stop.set()

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import webdataset as wds
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
+
+from engine.errors import UserError
+from shards.config import ShardConfig
+from shards.decode import default_workers, make_loader, resolve_backend
+from shards.writer import pack
 
 DEFAULT_BACKENDS = ("dali-gpu", "dali-cpu", "pil")
 
@@ -41,8 +48,6 @@ def _web_jpeg(rng: np.random.Generator) -> bytes:
 
 def make_bench_shards(out: Path, n_images: int, seed: int = 0) -> Path:
     """Pack `n_images` generated JPEGs with `engine shard`'s writer (no downscale needed)."""
-    from shards.config import ShardConfig
-    from shards.writer import pack
 
     rng = np.random.default_rng(seed)
     src = out / "images"
@@ -72,8 +77,6 @@ def _time_passes(make_iter, repeats: int) -> tuple[float, int]:
 
 def baseline_iter(shard_dir: Path, batch_size: int, workers: int):
     """webdataset + Pillow DataLoader + open_clip's preprocess: the plain way."""
-    import webdataset as wds
-    from open_clip.transform import PreprocessCfg, image_transform_v2
 
     preprocess = image_transform_v2(PreprocessCfg(), is_train=False)  # ViT-B-32's eval transform
     urls = sorted(str(p) for p in Path(shard_dir).glob("shard-*.tar"))
@@ -100,8 +103,6 @@ def run(
 
     Backends this machine cannot run (no GPU, no DALI) are reported as skipped.
     """
-    from engine.errors import UserError
-    from shards.decode import default_workers, make_loader, resolve_backend
 
     workers = default_workers() if workers is None else workers
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,6 +27,15 @@ import numpy as np
 import torch
 
 from bench.common import time_call
+from bench.decode_bench import baseline_iter, make_bench_shards
+from features.config import FeatureConfig
+from features.extract import extract
+from features.model import load_clip
+from features.runner import TrunkRunner
+from features.split import split_visual
+from features.store import FeatureStore, StoreSpec
+from shards.decode import default_workers, resolve_backend
+from shards.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +68,6 @@ def bench_trunk(
 ) -> dict:
     """Trunk alone (the 12 - depth blocks it names, no tail) vs open_clip encode_image, on one
     resident synthetic batch; `compile` wraps the trunk in `torch.compile` (CUDA)."""
-    from features.runner import TrunkRunner
 
     runner = TrunkRunner(clip.model.visual, depth, device, compile=compile)
     x = torch.randn(1, batch_size, 3, 224, 224, device=device)  # (V=1, B, 3, 224, 224)
@@ -84,10 +92,6 @@ def bench_trunk(
 
 def bench_features(clip, shard_dir, *, depth, batch_size, workers, device, repeats) -> dict:
     """The whole feature pass from shards vs webdataset + Pillow + open_clip."""
-    from bench.decode_bench import baseline_iter
-    from features.config import FeatureConfig
-    from features.extract import extract
-    from shards.manifest import load_manifest
 
     n = load_manifest(shard_dir)["num_samples"]
     cfg = FeatureConfig(
@@ -108,7 +112,6 @@ def bench_features(clip, shard_dir, *, depth, batch_size, workers, device, repea
             torch.nn.functional.normalize(feats.float(), dim=-1).cpu()
 
     base_s = _median_seconds(baseline, repeats, device)
-    from shards.decode import resolve_backend
 
     return {
         "stage": "features",
@@ -132,8 +135,6 @@ def run(
     repeats: int = 3,
 ) -> list[dict]:
     """Trunk and features-pass rows, each next to its baseline (see the module docstring)."""
-    from features.model import load_clip
-    from shards.decode import default_workers
 
     dev = torch.device(device)
     batch_size = batch_size or (256 if dev.type == "cuda" else 8)
@@ -142,8 +143,6 @@ def run(
     rows = [bench_trunk(clip, depth, batch_size, dev, repeats)]
     with tempfile.TemporaryDirectory() as tmp:
         if shard_dir is None:
-            from bench.decode_bench import make_bench_shards
-
             shard_dir = make_bench_shards(Path(tmp), n_images)
         rows.append(
             bench_features(
@@ -168,8 +167,6 @@ def run_store(
     with added noise of half their spread (fp16 mantissas are noise either way, which is why
     activations barely compress).
     """
-    from features.model import load_clip
-    from features.split import split_visual
 
     torch.manual_seed(0)
     trunk, _ = split_visual(load_clip("random").model.visual, 2)
@@ -186,7 +183,6 @@ def run_store(
 
 
 def _time_store(tokens: np.ndarray, chunk_n: int, codec: str) -> dict:
-    from features.store import FeatureStore, StoreSpec
 
     n = tokens.shape[1]
     spec = StoreSpec(

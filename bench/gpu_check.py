@@ -31,8 +31,11 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
 from bench import gpu_check_data as data_parts
 from bench import gpu_check_parts as parts
+from bench.common import format_table
 from bench.gpu_check_parts import CheckSizes, check_line
 from engine.jsonfile import write_json
 
@@ -79,14 +82,13 @@ def apply_engine_numerics() -> dict | None:
     measures what `engine train` / `engine screen` run; their flags, or None where the module
     is absent."""
     try:
-        from heads.numerics import apply_numerics
+        from heads.numerics import apply_numerics  # deferred: ImportError-guarded (older engines)
     except ImportError:
         return None
     return apply_numerics()
 
 
 def _header(sizes: CheckSizes, argv: list[str]) -> dict:
-    import torch
 
     return {
         "check": "engine GPU acceptance",
@@ -123,7 +125,6 @@ def run_check(sizes: CheckSizes, out: Path, names: list[str], argv: list[str] = 
 
 def format_report(report: dict) -> str:
     """The fixed-width table of every line: part, what, value, target, verdict, note."""
-    from bench.common import format_table
 
     verdict = {True: "ok", False: "FAIL", None: ""}
     rows = [

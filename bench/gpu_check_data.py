@@ -26,8 +26,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.gpu_check_parts import CheckSizes, _fit_rate, check_line, synthetic_features
+import shards.decode as decode
+from bench.decode_bench import baseline_iter
+from bench.features_bench import _half_autocast
+from bench.gpu_check_parts import (
+    TRUNK_DEPTH,
+    CheckSizes,
+    _fit_rate,
+    _trunk_rate,
+    check_line,
+    synthetic_features,
+)
+from bench.host_bench import make_host_shards
+from bench.store_bench import store_write_rows
+from features.config import FeatureConfig
+from features.extract import extract
+from features.runner import TrunkRunner
 from features.store import FeatureStore
+from features.threads import thread_budget
+from shards.decode import make_loader
+from shards.manifest import MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +61,7 @@ def plan_tokens_adapter(num_samples: int, views: int, *, gpu_free_bytes: int,
                         host_free_bytes: int):  # fmt: skip
     """The planner's decision for (N, V) on these capacities, or None when it is absent."""
     try:
-        from heads.memory import plan_tokens
+        from heads.memory import plan_tokens  # deferred: ImportError-guarded (older engines)
     except ImportError:
         return None
     return plan_tokens(
@@ -114,8 +132,6 @@ def part_memory(sizes: CheckSizes) -> list[dict]:
 def make_repeated_shards(root: Path, n: int, *, shard_size: int, distinct: int) -> Path:
     """Shards of `n` web-sized JPEGs (a multiple of `shard_size`): `distinct` shards written
     (bench.host_bench, directly, without the packer's checks), the others hard links to them."""
-    from bench.host_bench import make_host_shards
-    from shards.manifest import MANIFEST_NAME
 
     base = make_host_shards(root / "distinct", distinct * shard_size, shard_size)
     manifest = json.loads((base / MANIFEST_NAME).read_text())
@@ -216,7 +232,6 @@ def _cpu_seconds() -> float:
 def _decode_rate(shard_dir: Path, backend: str, sizes: CheckSizes, workers: int):
     """Decode alone (no trunk, no store) over the first `decode_n` images: (steady img/s,
     host CPU ms per image)."""
-    from shards.decode import make_loader
 
     count = max(1, sizes.decode_n // sizes.shard_size)
     loader = TimedLoader(make_loader(shard_dir, backend=backend, batch_size=sizes.features_batch,
@@ -237,9 +252,6 @@ def _sync_device(sizes: CheckSizes) -> None:
 
 def _features_rate(shard_dir: Path, backend: str, sizes: CheckSizes, workers: int) -> dict:
     """The whole `engine features` pass (depth 2), its steady rate and its wall time."""
-    from features.config import FeatureConfig
-    from features.extract import extract
-    from shards.decode import make_loader
 
     timed = []
 
@@ -263,8 +275,6 @@ def _features_rate(shard_dir: Path, backend: str, sizes: CheckSizes, workers: in
 
 def _baseline_rate(shard_dir: Path, sizes: CheckSizes, workers: int) -> float:
     """webdataset + Pillow DataLoader + open_clip over `baseline_n` images: the plain way."""
-    from bench.decode_bench import baseline_iter
-    from bench.features_bench import _half_autocast
 
     clip, device = sizes.clip(), torch.device(sizes.device)
     batches = baseline_iter(shard_dir, sizes.features_batch, workers)
@@ -279,9 +289,6 @@ def _baseline_rate(shard_dir: Path, sizes: CheckSizes, workers: int) -> float:
 
 def _stage_rates(root: Path, sizes: CheckSizes, workers: int) -> dict:
     """Trunk alone at the features batch and the store writer alone, both img/s."""
-    from bench.gpu_check_parts import TRUNK_DEPTH, _trunk_rate
-    from bench.store_bench import store_write_rows
-    from features.runner import TrunkRunner
 
     runner = TrunkRunner(sizes.clip().model.visual, TRUNK_DEPTH, torch.device(sizes.device),
                          compile=sizes.compile_trunk)  # fmt: skip
@@ -292,7 +299,6 @@ def _stage_rates(root: Path, sizes: CheckSizes, workers: int) -> dict:
 
 def features_lines(part: str, backend: str, sizes: CheckSizes, root: Path) -> list[dict]:
     """Every line of a features part: the pass in steady state next to its stages alone."""
-    from features.threads import thread_budget
 
     budget = thread_budget()
     start = time.perf_counter()
@@ -342,7 +348,6 @@ def part_features(sizes: CheckSizes) -> list[dict]:
 
 def part_dali(sizes: CheckSizes) -> list[dict]:
     """The features pass through DALI (`mixed` on a GPU): the engine's primary backend."""
-    import shards.decode as decode
 
     if not decode.has_dali():  # the import's own error says which wheel is missing
         why = getattr(decode, "DALI_IMPORT_ERROR", "")

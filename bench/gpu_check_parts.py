@@ -18,6 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch._dynamo.utils import counters
+
+from bench.common import time_call
+from bench.screen_speed import _inputs
+from bench.tiny_clip import tiny_clip
+from features.gpu_env import gpu_visibility_problem
+from features.model import load_clip
+from features.runner import TrunkRunner
+from features.store import FeatureStore
+from heads.config import TrainConfig
+from heads.screen import ScreenConfig, run_screening
+from heads.trainer import fit
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +83,8 @@ class CheckSizes:
         key = (self.dry, self.device)
         if key not in _CLIPS:
             if self.dry:
-                from bench.tiny_clip import tiny_clip
-
                 _CLIPS[key] = tiny_clip()
             else:
-                from features.model import load_clip
-
                 _CLIPS[key] = load_clip("random", self.device)
         return _CLIPS[key]
 
@@ -108,7 +116,6 @@ def _sync() -> None:
 
 def part_cuda(sizes: CheckSizes) -> list[dict]:
     """CUDA is visible (a full check stops here when it is not) and what the device is."""
-    from features.gpu_env import gpu_visibility_problem
 
     seen = torch.cuda.is_available()
     problem = gpu_visibility_problem()
@@ -126,7 +133,6 @@ def part_cuda(sizes: CheckSizes) -> list[dict]:
 
 
 def _trunk_rate(runner, batch: int, sizes: CheckSizes) -> float:
-    from bench.common import time_call
 
     x = torch.randn(1, batch, 3, 224, 224, device=torch.device(sizes.device))  # (V=1, B, ...)
     seconds = time_call(lambda: runner.trunk_tokens(x), repeats=sizes.repeats, warmup=2)
@@ -135,7 +141,6 @@ def _trunk_rate(runner, batch: int, sizes: CheckSizes) -> float:
 
 def compiled_graphs() -> int:
     """Graphs torch.compile has built in this process so far (dynamo's own counter)."""
-    from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
 
@@ -144,7 +149,6 @@ def part_trunk(sizes: CheckSizes) -> list[dict]:
     """The frozen trunk (10 of 12 blocks) alone, eager and compiled, per batch size: one
     runner per mode for every batch size, the compiled one with static shapes (one graph per
     batch size, never a dynamic-shape graph); the graphs built are counted."""
-    from features.runner import TrunkRunner
 
     clip = sizes.clip()
     device = torch.device(sizes.device)
@@ -168,7 +172,6 @@ def part_trunk(sizes: CheckSizes) -> list[dict]:
 def synthetic_features(n: int, classes: int, depth: int, visual, device: str, seed: int = 0):
     """`FeatureStore` shaped for `visual`: random unit embeddings and (depth >= 1) random fp16
     tokens, drawn on `device` (a CPU draws 1e9 normals in tens of seconds, a GPU in ms)."""
-    from features.store import FeatureStore
 
     gen = torch.Generator(device).manual_seed(seed)
     embed = torch.randn(n, visual.output_dim, generator=gen, device=device)  # (n, 512)
@@ -185,8 +188,6 @@ def synthetic_features(n: int, classes: int, depth: int, visual, device: str, se
 
 def _fit_rate(data, sizes: CheckSizes, clip=None, **cfg) -> float:
     """Median samples/s of `heads.trainer.fit`'s epochs, the first excluded (warm-up)."""
-    from heads.config import TrainConfig
-    from heads.trainer import fit
 
     model = fit(data, TrainConfig(device=sizes.device, **cfg), clip=clip)
     rates = [h["samples_per_s"] for h in model.history]
@@ -204,7 +205,6 @@ def part_train(sizes: CheckSizes) -> list[dict]:
     lines = [check_line("train", f"tail k=2, batch {sizes.tail_batch}", tail, "samples/s",
                         60_000, note=f"{sizes.tail_n} samples")]  # fmt: skip
     head_data = synthetic_features(sizes.head_n, sizes.classes, 0, visual, sizes.device)
-    from heads.config import TrainConfig
 
     # 512: the old CLI batch, launch-bound by design (heads/head_batch.py), so shown without
     # the 2M target; None: the CLI's default now, picked by heads.head_batch's probe.
@@ -220,8 +220,6 @@ def part_train(sizes: CheckSizes) -> list[dict]:
 def part_screen(sizes: CheckSizes) -> list[dict]:
     """One screening round (round 0) on synthetic features at 300k x 1500, timed once after
     a warm-up round at a tenth of the classes (CUDA context, kernels, faiss)."""
-    from bench.screen_speed import _inputs
-    from heads.screen import ScreenConfig, run_screening
 
     cfg = ScreenConfig(rounds=0, device=sizes.device)
     if not sizes.dry:  # a CPU has nothing to warm up; a second round would double the time

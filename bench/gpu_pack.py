@@ -35,6 +35,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging import tags
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
 ROOT = Path(__file__).resolve().parents[1]
 REQ = ROOT / "requirements"
 RUNTIME_LOCK = REQ / "runtime-py312.txt"  # what `pip install engine` needs on Python 3.12
@@ -132,7 +135,6 @@ def dali_names(full: dict[str, Pin] | None = None, have: set[str] | None = None)
 
 def host_tags() -> set:
     """Every wheel tag the host's Python 3.12 on x86-64 Linux installs."""
-    from packaging import tags
 
     cpython = tags.cpython_tags((3, 12), platforms=PLATFORMS)
     return set(cpython) | set(tags.compatible_tags((3, 12), "cp312", PLATFORMS))
@@ -140,7 +142,6 @@ def host_tags() -> set:
 
 def compatible(filename: str, supported: set | None = None) -> bool:
     """Whether a wheel installs on the host: cp312 (or abi3, or pure Python), x86-64 Linux."""
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     try:
         wheel_tags = parse_wheel_filename(filename)[3]

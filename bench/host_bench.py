@@ -29,7 +29,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 from PIL import Image
+
+from bench.store_bench import store_write_rows
+from bench.suite import make_row
+from shards.decode.catalog import load_catalog
+from shards.decode.dali import prepare_batch
+from shards.decode.preprocess import eval_params
+from shards.index import write_dali_index
+from shards.manifest import FORMAT, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +50,6 @@ DISTINCT_JPEGS = 24  # generated once, then repeated: feeding never looks at the
 def make_host_shards(out: Path, n_images: int = N_IMAGES, shard_size: int = 500) -> Path:
     """Engine shards of `n_images` web-sized JPEGs (~500x375, a third portrait), written
     directly (the packer's per-image checks would cost more than the timing itself)."""
-    import webdataset as wds
-
-    from shards.index import write_dali_index
-    from shards.manifest import FORMAT, MANIFEST_NAME
 
     rng = np.random.default_rng(0)
     jpegs = [_web_jpeg(rng) for _ in range(DISTINCT_JPEGS)]
@@ -98,7 +103,6 @@ def _old_random_resized_crop(width: int, height: int, rng) -> tuple[int, int, in
 
 
 def _old_sample_params(width: int, height: int, *, seed: int, index: int, views: int) -> list:
-    from shards.decode.preprocess import eval_params
 
     params = [eval_params(width, height)]
     for v in range(1, views):
@@ -151,8 +155,6 @@ def _median_rate(prepare_pass, n: int, repeats: int) -> float:
 
 def time_feeders(shard_dir: Path, views: int, repeats: int = 3, seed: int = 0) -> dict:
     """{'images', 'feed', 'old'}: images/s of the new and the old feeder on one catalog."""
-    from shards.decode.catalog import load_catalog
-    from shards.decode.dali import prepare_batch
 
     catalog = load_catalog(shard_dir)
     n = len(catalog)
@@ -195,8 +197,6 @@ def host_rows(ctx) -> list[dict]:
     """Rows of `engine bench --stages host`: `feed views=1`, `feed views=2` (images/s) next to
     the old per-sample feeder measured in the same run, each noting the features-pass
     ceiling the host side allows (the slowest host rate of that view count)."""
-    from bench.store_bench import store_write_rows
-    from bench.suite import make_row
 
     s = ctx.settings
     results = run(s.shards, repeats=1 if s.quick else 3, n_images=N_IMAGES // (2 if s.quick else 1))

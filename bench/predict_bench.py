@@ -22,6 +22,15 @@ import numpy as np
 import torch
 
 from bench.common import rate, time_call
+from bench.decode_bench import baseline_iter, make_bench_shards
+from features.model import load_clip
+from features.store import FeatureStore
+from heads.config import TrainConfig
+from heads.export import DEFAULT_PREPROCESS, LoadedModel
+from heads.head import make_head
+from heads.predict import predict_shards
+from shards.decode import default_workers
+from shards.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +39,6 @@ DEPTH = 2  # the depth the demo and the recommended setting train
 
 def make_model(clip, num_classes: int, device: str):
     """A `LoadedModel` as `heads.export.load_model` returns it, built without a disk round trip."""
-    from heads.config import TrainConfig
-    from heads.export import DEFAULT_PREPROCESS, LoadedModel
-    from heads.head import make_head
 
     model = getattr(clip, "model", clip)
     torch.manual_seed(0)
@@ -51,7 +57,6 @@ def make_model(clip, num_classes: int, device: str):
 
 def _token_store(n: int, num_classes: int, seed: int = 0):
     """An in-memory depth-2 feature store of n samples (what `engine features` caches)."""
-    from features.store import FeatureStore
 
     rng = np.random.default_rng(seed)
     embed = rng.standard_normal((n, 512)).astype(np.float16)
@@ -65,7 +70,6 @@ def _token_store(n: int, num_classes: int, seed: int = 0):
 
 def _baseline_pass(model, shard_dir: Path, batch_size: int, workers: int):
     """webdataset + Pillow DataLoader + open_clip encode_image + head over the shards."""
-    from bench.decode_bench import baseline_iter
 
     images_iter = baseline_iter(shard_dir, batch_size, workers)
     device = next(model.head.parameters()).device
@@ -90,20 +94,13 @@ def run(
     workers: int | None = None,
 ) -> list[dict]:
     """Both rows; `shard_dir` None = `n_images` generated JPEGs, `clip` None = random weights."""
-    from heads.predict import predict_shards
-    from shards.decode import default_workers
-    from shards.manifest import load_manifest
 
     workers = default_workers() if workers is None else workers
     if clip is None:
-        from features.model import load_clip
-
         clip = load_clip("random", device)
     model = make_model(clip, num_classes, device)
     with tempfile.TemporaryDirectory(prefix="predict-bench-") as tmp:
         if shard_dir is None:
-            from bench.decode_bench import make_bench_shards
-
             shard_dir = make_bench_shards(Path(tmp), n_images)
         n = load_manifest(shard_dir)["num_samples"]
         engine_s = time_call(

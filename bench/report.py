@@ -30,10 +30,10 @@ def _short_name(backend: str) -> str:
 
 def plot(rows: list[dict], path: Path, title: str) -> Path:
     """Horizontal bars of images/s, engine next to baseline, log scale (rates span 10^1-10^6)."""
-    import matplotlib
+    import matplotlib  # deferred: picks the Agg backend only when drawing
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after the Agg backend is picked
 
     timed = [r for r in rows if r.get("images_per_s")]
     labels = [f"{r['stage']}: {_short_name(r['backend'])}" for r in timed]

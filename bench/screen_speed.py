@@ -21,14 +21,17 @@ import logging
 import numpy as np
 
 from bench.common import rate, time_call
+from bench.synthetic import make_noisy_features
+from heads.screen import ScreenConfig, ScreenInputs, run_screening
+from heads.screen.evidence import Evidence
+from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
+from heads.screen.rounds import screen_round
+from heads.screen.signals import softmax
 
 log = logging.getLogger(__name__)
 
 
 def _inputs(num_classes: int, max_per_class: int, dim: int, seed: int, imbalance: float):
-    from bench.synthetic import make_noisy_features
-    from heads.screen import ScreenInputs
-
     data = make_noisy_features(num_classes=num_classes, dim=dim, max_per_class=max_per_class,
                                imbalance=imbalance, noise=0.4, seed=seed)  # fmt: skip
     return ScreenInputs(
@@ -38,11 +41,9 @@ def _inputs(num_classes: int, max_per_class: int, dim: int, seed: int, imbalance
 
 def _baseline(inputs, device: str):
     """(name, fn): 5-fold probe probabilities + cleanlab, or the probe alone."""
-    from heads.screen import ScreenConfig
-    from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
 
     try:
-        from cleanlab.filter import find_label_issues
+        from cleanlab.filter import find_label_issues  # deferred: optional, ImportError-guarded
     except ImportError:  # cleanlab is a dev dependency: fall back to the plain probe
         find_label_issues = None
     y, k = inputs.labels, inputs.num_classes
@@ -74,7 +75,6 @@ def run(
 ) -> list[dict]:
     """One row: screening round 0 samples/s and seconds, and the baseline's, on the same
     features (`baseline=False` skips cleanlab, which is CPU-bound at 300k x 1500)."""
-    from heads.screen import ScreenConfig, run_screening
 
     inputs = _inputs(num_classes, max_per_class, dim, seed, imbalance)
     n = len(inputs.labels)
@@ -101,9 +101,6 @@ def run(
 def random_round_inputs(samples: int, num_classes: int, seed: int = 0):
     """(inputs, fixed evidence, model logits) of one screening round on random (N, K) signals
     whose top class is usually the given label, as with real signals."""
-    from heads.screen import ScreenInputs
-    from heads.screen.evidence import Evidence
-    from heads.screen.signals import softmax
 
     rng = np.random.default_rng(seed)
     y = rng.integers(0, num_classes, samples)
@@ -128,8 +125,6 @@ def random_round_inputs(samples: int, num_classes: int, seed: int = 0):
 def partition_seconds(samples: int, num_classes: int, seed: int = 0) -> float:
     """Seconds of one partition (`rounds.screen_round`: mixtures, consensus, partition,
     targets) on `random_round_inputs`: the CPU side of a round, which no device runs for it."""
-    from heads.screen import ScreenConfig
-    from heads.screen.rounds import screen_round
 
     inputs, fixed, model_logits = random_round_inputs(samples, num_classes, seed)
 

@@ -7,7 +7,10 @@ rates are samples/s, reported in the images/s column (one sample is one image).
 
 from __future__ import annotations
 
+import torch
+
 from bench.suite import BenchContext, make_row, stage, stage_module
+from shards.decode import HAS_DALI, default_workers
 
 DECODE_BASELINE = "webdataset+Pillow DataLoader"
 DEPTH = 2  # cache depth of the recommended setting (--unfreeze-last 2)
@@ -41,7 +44,6 @@ def shard_stage(ctx: BenchContext) -> list[dict]:
 @stage("decode")
 def decode_stage(ctx: BenchContext) -> list[dict]:
     """Every decode backend this machine has vs webdataset + Pillow in a DataLoader."""
-    from shards.decode import HAS_DALI
 
     s = ctx.settings
     backends = ("dali-cpu", "pil") if HAS_DALI else ("pil",)
@@ -76,7 +78,6 @@ def trunk_stage(ctx: BenchContext) -> list[dict]:
     """The frozen trunk (12 - k blocks) alone vs open_clip's encode_image, one resident batch;
     on CUDA also compiled (`engine features --compile`)."""
     s = ctx.settings
-    import torch
 
     fb = stage_module("features_bench")
     dev = torch.device(s.device)
@@ -90,9 +91,6 @@ def trunk_stage(ctx: BenchContext) -> list[dict]:
 def features_stage(ctx: BenchContext) -> list[dict]:
     """`engine features` from shards to Zarr vs webdataset + Pillow + open_clip."""
     s = ctx.settings
-    import torch
-
-    from shards.decode import default_workers
 
     row = stage_module("features_bench").bench_features(
         ctx.clip(),

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import PeakMemory
+from bench.decode_bench import make_bench_shards
 from engine.registry import Registry
+from features.model import load_clip
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +131,6 @@ class BenchContext:
         if self.settings.shards is not None:
             return Path(self.settings.shards)
         if "shards" not in self._cache:
-            from bench.decode_bench import make_bench_shards
-
             out = self.workdir / "generated"
             self._cache["shards"] = make_bench_shards(out, self.settings.n_images)
         return self._cache["shards"]
@@ -141,8 +141,6 @@ class BenchContext:
         if self.settings.gpu or self.settings.model_images >= self.settings.n_images:
             return self.shards()
         if "model_shards" not in self._cache:
-            from bench.decode_bench import make_bench_shards
-
             out = self.workdir / "generated_small"
             self._cache["model_shards"] = make_bench_shards(out, self.settings.model_images)
         return self._cache["model_shards"]
@@ -150,8 +148,6 @@ class BenchContext:
     def clip(self):
         """One random-weight ViT-B/32 (speed does not depend on the weights' values)."""
         if "clip" not in self._cache:
-            from features.model import load_clip
-
             self._cache["clip"] = load_clip("random", self.settings.device)
         return self._cache["clip"]
 

@@ -5,7 +5,9 @@ clip = tiny_clip()     # 3 blocks, width 64, patch 32 on 224 px: 50 tokens, seed
 
 from __future__ import annotations
 
+import open_clip
 import torch
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
 from features.model import RANDOM_SEED, LoadedClip
 
@@ -18,8 +20,6 @@ def tiny_clip(weights: str = "random", device="cpu") -> LoadedClip:
     Same interface as `features.model.load_clip`, so `extract(..., clip_loader=tiny_clip)`
     exercises the whole pass in a fraction of a second per image.
     """
-    import open_clip
-    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 
     if weights != "random":
         raise ValueError("tiny_clip has only random weights")

@@ -13,15 +13,20 @@ The tail row's `vs_baseline` is its speed over the baseline's (decode excluded f
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import numpy as np
 import torch
 
+from features.model import load_clip
+from features.store import FeatureStore
+from heads.config import TrainConfig
+from heads.trainer import fit
+
 
 def _data(n: int, classes: int, depth: int, seed: int = 0):
-    from features.store import FeatureStore
 
     rng = np.random.default_rng(seed)
     embed = rng.standard_normal((n, 512)).astype(np.float32)
@@ -42,8 +47,6 @@ def _median_rate(history: list[dict]) -> float:
 
 
 def bench_head(n: int, classes: int, batch: int, repeats: int, device: str) -> dict:
-    from heads.config import TrainConfig
-    from heads.trainer import fit
 
     cfg = TrainConfig(epochs_lp=repeats + 1, batch_size=batch, device=device)
     model = fit(_data(n, classes, 0), cfg)
@@ -56,8 +59,6 @@ def bench_head(n: int, classes: int, batch: int, repeats: int, device: str) -> d
 
 
 def bench_tail(clip, n: int, classes: int, batch: int, repeats: int, device: str) -> dict:
-    from heads.config import TrainConfig
-    from heads.trainer import fit
 
     cfg = TrainConfig(
         unfreeze_last=2, epochs_lp=0, epochs_ft=repeats + 1, batch_size=batch, device=device
@@ -79,7 +80,6 @@ class FullBaseline:
     """
 
     def __init__(self, clip, classes: int, batch: int, device: str):
-        import copy
 
         self.dev = torch.device(device)
         self.model = copy.deepcopy(clip.visual).to(self.dev).train().requires_grad_(True)
@@ -136,7 +136,6 @@ def run(
     device: str = "cpu",
 ) -> list[dict]:
     """All three rows; the tail row carries `vs_baseline` (its speed / the baseline's)."""
-    from features.model import load_clip
 
     clip = load_clip("random").model  # the real architecture; speed does not need weights
     rows = [

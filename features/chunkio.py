@@ -15,6 +15,7 @@ one thread wrote 4,900 img/s through zarr and 16,000-28,000 img/s this way (1,02
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,6 @@ def _open_for_write(path: Path, direct: bool) -> int:
 
 def _write_all(fd: int, view: memoryview) -> None:
     """Write every byte; the aligned prefix directly when `fd` is O_DIRECT, the rest buffered."""
-    import fcntl
 
     written = 0
     direct = bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _DIRECT) if _DIRECT else False

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 from engine.errors import UserError
 
@@ -45,7 +46,6 @@ class DistContext:
             torch.cuda.set_device(dev)  # DALI and NCCL use the current device
         if world_size <= 1:
             return cls(device=dev)
-        import torch.distributed as dist
 
         owns = not dist.is_initialized()
         if owns:  # nccl between GPUs; gloo lets the same code run (and be tested) on CPUs
@@ -61,8 +61,6 @@ class DistContext:
 
     def barrier(self) -> None:
         if self.world_size > 1:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def on_rank0(self, fn):
@@ -77,8 +75,6 @@ class DistContext:
             except UserError as err:
                 error = str(err)
         if self.world_size > 1:
-            import torch.distributed as dist
-
             box = [result, error]
             dist.broadcast_object_list(box, src=0)
             result, error = box
@@ -90,7 +86,6 @@ class DistContext:
         """`obj` of every rank, in rank order (on every rank)."""
         if self.world_size == 1:
             return [obj]
-        import torch.distributed as dist
 
         out = [None] * self.world_size
         dist.all_gather_object(out, obj)
@@ -98,7 +93,5 @@ class DistContext:
 
     def close(self) -> None:
         if self.owns_group:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
             self.owns_group = False

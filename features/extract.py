@@ -28,9 +28,14 @@ from features.chunks import ChunkAssembler
 from features.config import FeatureConfig
 from features.distributed import DistContext
 from features.meta import MetaCache
+from features.model import load_clip
 from features.provenance import source_record, stale_keys
+from features.runner import TrunkRunner
 from features.store import STORE_OUTPUT, FeatureStore, StoreSpec, open_store, remove_store
 from features.threads import thread_budget
+from shards.decode import PREPROCESS, make_loader
+from shards.format import open_shards
+from shards.reader import shard_files
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +69,6 @@ def extract(
     Returns:
         `out`, a complete store.
     """
-    from shards.format import open_shards
 
     shard_dir, out = Path(shard_dir), Path(out)
     shard_set = open_shards(shard_dir)  # the manifest, read and checked once for every reader
@@ -92,20 +96,16 @@ def extract(
 
 def _load(clip_loader, weights: str, device):
     if clip_loader is None:
-        from features.model import load_clip
-
         clip_loader = load_clip
     return clip_loader(weights, device)
 
 
 def _make_loader(shard_dir, **kwargs):
-    from shards.decode import make_loader
 
     return make_loader(shard_dir, **kwargs)
 
 
 def _store_spec(shard_dir: Path, manifest: dict, cfg: FeatureConfig, clip) -> StoreSpec:
-    from shards.decode import PREPROCESS
 
     shard_size = int(manifest["shard_size"])
     chunk_n = cfg.chunk_n or default_chunk_n(shard_size)
@@ -161,7 +161,6 @@ def _prepare_store(out: Path, spec: StoreSpec, force: bool) -> str:
 
 def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_factory) -> list:
     """Decode, compute and write this rank's chunks; returns keys the decoder had to repair."""
-    from features.runner import TrunkRunner
 
     runner = TrunkRunner(
         clip.model.visual,
@@ -224,7 +223,6 @@ def shards_to_decode(shard_dir, store: FeatureStore) -> list[int]:
     Chunks never straddle shards (chunk_n divides shard_size), so a shard is done exactly when
     every chunk inside its rows is.
     """
-    from shards.reader import shard_files
 
     done = store.done_chunks()
     todo = []

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+import torch
+
 # DALI ships one wheel per CUDA major version; the name says which.
 DALI_WHEELS = {"nvidia-dali-cuda120": 12, "nvidia-dali-cuda130": 13}
 _DRIVER_CUDA = re.compile(r"CUDA Version:\s*(\d+)\.(\d+)")
@@ -61,7 +63,6 @@ def probe_driver() -> tuple[int, tuple[int, int] | None]:
 
 
 def probe_torch() -> tuple[str, str | None, bool]:
-    import torch
 
     return torch.__version__, torch.version.cuda, torch.cuda.is_available()
 

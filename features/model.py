@@ -15,12 +15,20 @@ import hashlib
 import logging
 import os
 import pickle
+import socket
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import open_clip
 import torch
+from huggingface_hub import constants, try_to_load_from_cache
+from open_clip import load_checkpoint
+from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 from torch import nn
 
 from engine.errors import UserError
@@ -69,7 +77,6 @@ def load_clip(weights: str = OPENAI_TAG, device: str = "cpu", cache_dir: str | N
         UserError: the file is missing or not a ViT-B/32 checkpoint, or "openai" cannot be
             downloaded (offline) and is not cached.
     """
-    import open_clip
 
     path = _weights_file(weights, cache_dir)  # before the ~10 s model build: fail fast
     with torch.random.fork_rng(devices=[]):
@@ -125,9 +132,6 @@ def cached_openai_weights(cache_dir: str | None = None) -> str | None:
     (`timm/vit_base_patch32_clip_224.openai`, safetensors or .bin) and `~/.cache/clip`
     (OpenAI's own `ViT-B-32.pt`, open_clip's URL download).
     """
-    from huggingface_hub import try_to_load_from_cache
-    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-    from open_clip.pretrained import get_pretrained_cfg
 
     pretrained_cfg = get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
     repo = pretrained_cfg.get("hf_hub", "").rstrip("/")
@@ -147,7 +151,6 @@ def openai_weights_cached(cache_dir: str | None = None) -> bool:
 
 def _download_openai(cache_dir: str | None) -> str:
     """Path of OpenAI's ViT-B/32 weights in open_clip's cache, downloading them if needed."""
-    from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 
     pretrained_cfg = get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
     try:
@@ -171,17 +174,12 @@ def _check_hub_reachable() -> None:
     Raises:
         OSError: (socket.gaierror) the host cannot be resolved.
     """
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
 
     socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname, 443)
 
 
 def _load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load OpenAI's TorchScript file or an open_clip / HF state dict into `model`."""
-    from open_clip import load_checkpoint
 
     try:
         with warnings.catch_warnings():  # torch's note on a pickle's protocol: noise here
@@ -221,7 +219,6 @@ def _openai_jit_state_dict(path: str | os.PathLike) -> dict | None:
     OpenAI ships ViT-B-32.pt as TorchScript; torch.load refuses it with weights_only=True, so
     it is opened with torch.jit.load (as open_clip's `load_openai_model` does).
     """
-    import zipfile
 
     if not zipfile.is_zipfile(path):
         return None

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from engine.errors import UserError
 from features.store import MODEL, FeatureStore
+from shards.decode.preprocess import PREPROCESS
+from shards.manifest import load_manifest
 
 # The attributes a store's features depend on (the extractor's record), in message order.
 RECIPE_KEYS = ("model", "weights", "views", "classes", "preprocess", "source")
@@ -44,7 +46,6 @@ def source_record(shard_dir: Path, manifest: dict) -> dict:
 def engine_recipe(manifest: dict | None = None) -> dict:
     """What `engine features` would record now: the model and view recipe, and with a shard
     manifest its classes and source identity (weights and views are the caller's choice)."""
-    from shards.decode.preprocess import PREPROCESS
 
     wanted: dict = {"model": MODEL, "preprocess": PREPROCESS}
     if manifest is not None:
@@ -85,7 +86,6 @@ def read_manifest_if_any(shards) -> dict | None:
     """The shard folder's manifest, or None when there are no shards there."""
     if shards is None or not (Path(shards) / "manifest.json").is_file():
         return None
-    from shards.manifest import load_manifest
 
     return load_manifest(Path(shards))
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from engine.atomic import fsync_tree
 from engine.errors import UserError
@@ -84,7 +85,6 @@ class StoreSpec:
 def _compressor(name: str):
     if name == "none":
         return None
-    from zarr.codecs import BloscCodec, ZstdCodec
 
     return {
         "zstd": ZstdCodec(level=1),

@@ -22,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import open_clip
 import torch
+from open_clip.transformer import QuickGELU
 from torch import nn
 
 from engine import runs as run_files
@@ -49,7 +51,6 @@ DEFAULT_PREPROCESS = {
 
 
 def _uses_quick_gelu(model: nn.Module) -> bool:
-    from open_clip.transformer import QuickGELU
 
     return any(isinstance(m, QuickGELU) for m in model.modules())
 
@@ -160,7 +161,6 @@ class LoadedModel:
 
 def _visual_from(payload: dict) -> nn.Module | None:
     """The fp32 visual tower of a payload (None for a head-only model without one)."""
-    import open_clip
 
     state = payload.get("visual_state_dict")
     if state is None:

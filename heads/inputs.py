@@ -17,6 +17,9 @@ from pathlib import Path
 
 from engine import paths
 from engine.errors import UserError
+from features.config import FeatureConfig
+from features.extract import extract
+from features.model import load_clip
 from features.provenance import (
     check_fresh,
     engine_recipe,
@@ -68,7 +71,6 @@ def _build(store: Path, shards: Path, depth: int, weights: str):
             f"feature store {store} does not exist and there are no shards at {shards} to "
             "build it from; run `engine shard data/train` first or pass --features/--shards"
         )
-    from features.config import FeatureConfig
 
     depth = max(depth, FeatureConfig().depth)
     log.info("building feature store %s (depth %d) from %s", store, depth, shards)
@@ -92,8 +94,6 @@ def _resume_settings(attrs: dict) -> dict:
 
 
 def _extract(shards: Path, store: Path, settings: dict) -> None:
-    from features.config import FeatureConfig
-    from features.extract import extract
 
     extract(shards, store, FeatureConfig(**settings))
 
@@ -138,7 +138,6 @@ def backbone_weights(attrs: dict, given: str, need: bool) -> str | None:
 
 def load_backbone(attrs: dict, weights: str):
     """The CLIP model named by `weights`, checked against the store's recorded sha256."""
-    from features.model import load_clip
 
     clip = load_clip(weights, "cpu")
     sha = (attrs.get("weights") or {}).get("sha256")

@@ -25,8 +25,11 @@ free, 120 GB of a 128 GB host available): 80 GB: V <= 2 GPU, V = 3 pinned, V >= 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +141,6 @@ def host_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int:
     except OSError:
         pass
     try:
-        import os
-
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
@@ -148,7 +149,6 @@ def host_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int:
 def gpu_free_bytes(device) -> int:
     """Free memory of a CUDA device as torch can use it: CUDA's free memory plus what torch's
     caching allocator holds reserved but unallocated (0 for a non-CUDA device)."""
-    import torch
 
     device = torch.device(device)
     if device.type != "cuda":
@@ -160,7 +160,6 @@ def gpu_free_bytes(device) -> int:
 
 def free_capacities(device) -> dict:
     """`plan_tokens`' capacity keywords for `device` on this machine."""
-    import torch
 
     return {
         "gpu_free_bytes": gpu_free_bytes(device),

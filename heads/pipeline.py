@@ -23,14 +23,25 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from engine import paths
 from engine import runs as run_files
+from engine.classnames import check_class_ids, names_in_class_order, read_class_names
 from engine.config import from_dict, to_dict
 from engine.errors import UserError
+from engine.jsonfile import write_json
 from engine.lock import output_lock
 from engine.outputs import fresh_output_dir, remove_owned
+from features.text import class_text_embeddings
 from heads.config import TrainConfig
-from heads.screen import ScreenConfig
+from heads.export import save_model
+from heads.inputs import backbone_weights, ensure_store, load_backbone
+from heads.report import write_report
+from heads.screen import ScreenConfig, ScreenInputs, run_screening
+from heads.screen.page import write_screening_page
+from heads.tensors import read_rows
+from heads.trainer import fit
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +97,6 @@ def run_config_from(settings: dict) -> RunConfig:
 
 def run_training(cfg: RunConfig, out: Path | None = None) -> Path:
     """Train, export and report one run; returns its folder (see the module docstring)."""
-    from engine.classnames import check_class_ids
-    from heads.inputs import backbone_weights, ensure_store
 
     names = _read_names(cfg.class_names)
     runs = paths.writable_dir(Path(cfg.runs), "--runs")
@@ -148,9 +157,6 @@ def resolve_config_paths(settings: dict, config_file: Path) -> dict:
 
 def _train_in(run: Path, cfg: RunConfig, data, shards, names, clip, head_init) -> None:
     """Screening rounds, the final fit, model.pt, metrics and the report, in `run`."""
-    from engine.jsonfile import write_json
-    from heads.export import save_model
-    from heads.trainer import fit
 
     write_json(run / run_files.CONFIG, config_record(cfg, run))
     (run / run_files.FAILED).unlink(missing_ok=True)
@@ -166,7 +172,6 @@ def _train_in(run: Path, cfg: RunConfig, data, shards, names, clip, head_init) -
     # attempt it resumed, which may have outrun its last checkpoint.
     run_files.write_jsonl(run / run_files.METRICS_LINES, trained.history)
     write_json(run / run_files.METRICS, {"history": trained.history, "store": str(data.path)})
-    from heads.report import write_report
 
     write_report(run)
     run_files.mark_finished(run)  # last: from now on the folder is refused as --out
@@ -175,7 +180,6 @@ def _train_in(run: Path, cfg: RunConfig, data, shards, names, clip, head_init) -
 def _read_names(class_names: str | None) -> dict[str, str] | None:
     if not class_names:
         return None
-    from engine.classnames import read_class_names
 
     return read_class_names(Path(class_names))
 
@@ -189,7 +193,6 @@ def _stamp(attrs: dict, weights: str | None) -> str:
 def _backbone(attrs: dict, weights: str | None):
     if weights is None:
         return None
-    from heads.inputs import load_backbone
 
     return load_backbone(attrs, weights)
 
@@ -205,8 +208,6 @@ def _text_head(clip, classes: list[str], names: dict[str, str] | None, weights: 
             "--weights random" if weights == "random" else "no text tower at hand",
         )
         return None
-    from engine.classnames import names_in_class_order
-    from features.text import class_text_embeddings
 
     ordered, missing = names_in_class_order(names, classes)
     if missing:
@@ -258,7 +259,6 @@ def _mark_failed(run: Path, created: bool, err: BaseException) -> None:
             return
         except (UserError, OSError) as why:  # never hide the error that stopped the run
             log.warning("could not remove %s: %s", run, why)
-    from engine.jsonfile import write_json
 
     try:
         write_json(run / run_files.FAILED, {"error": f"{type(err).__name__}: {err}"})
@@ -269,7 +269,6 @@ def _mark_failed(run: Path, created: bool, err: BaseException) -> None:
 def make_train_fn(data, cfg: TrainConfig, clip, head_init):
     """`train_fn(train_idx, targets (N, K), weights (N,)) -> predict_fn(idx) -> (n, K) logits`,
     the trainer as screening rounds call it (cross-fitting: train on one half, score the other)."""
-    from heads.trainer import fit
 
     def train_fn(train_idx, targets, weights):
         model = fit(data, cfg, targets, weights, indices=train_idx, clip=clip, head_init=head_init)
@@ -286,10 +285,6 @@ def _screen(cfg: RunConfig, data, shards, names, clip, head_init, run: Path):
     """Targets and weights from `rounds` screening rounds; (None, None) for rounds = 0."""
     if cfg.rounds == 0:
         return None, None
-    import numpy as np
-
-    from heads.screen import ScreenInputs, run_screening
-    from heads.tensors import read_rows
 
     rows = np.arange(data.num_samples)
     embed = read_rows(data.embed, None, rows).astype(np.float32)  # (N, D)
@@ -298,7 +293,6 @@ def _screen(cfg: RunConfig, data, shards, names, clip, head_init, run: Path):
     # Screening does not resume: the rounds of an interrupted attempt are removed first.
     rounds = fresh_output_dir(run / run_files.ROUNDS, run_files.SCREEN_OUTPUT)
     result = run_screening(inputs, cfg.screen, train_fn, rounds)
-    from heads.screen.page import write_screening_page
 
     folder, note = shards  # the store's shards (or why there are none): the page's thumbnails
     page = write_screening_page(rounds, result, data, shards=folder, shards_note=note,

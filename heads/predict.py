@@ -16,6 +16,7 @@ folder, a comma and a space, the class id as four digits: `xxxx.jpg, 0042`.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import zipfile
@@ -23,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from engine import paths
 from engine import runs as run_files
@@ -31,9 +33,17 @@ from engine.classnames import class_id, class_ids  # class_id: imported from her
 from engine.errors import UserError
 from engine.faults import fault_point
 from engine.outputs import claim_output_file
+from engine.runs import resolve_run
 from engine.scratch import scratch_dir
 from features.provenance import check_fresh, find_shards
 from features.store import open_store
+from heads.export import load_model
+from heads.tensors import resolve_device
+from shards.config import ShardConfig
+from shards.decode import make_loader
+from shards.format import open_shards, read_shard_meta
+from shards.sources import list_sources
+from shards.writer import pack
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +171,6 @@ def shard_paths(shards) -> list[str]:
     Args:
         shards: a shard folder or an opened `shards.format.ShardSet`.
     """
-    from shards.format import open_shards, read_shard_meta
 
     names: list[str] = []
     for entry in open_shards(shards).entries:
@@ -171,10 +180,6 @@ def shard_paths(shards) -> list[str]:
 
 def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = "auto"):
     """(names, logits (n, K), rejected names) by running the merged model on decoded images."""
-    import torch
-
-    from shards.decode import make_loader
-    from shards.format import open_shards
 
     shards = open_shards(shard_dir)  # the manifest read and checked once, for all three uses
     names = shard_paths(shards)
@@ -191,8 +196,6 @@ def predict_shards(model, shard_dir: Path, batch_size: int = 64, backend: str = 
 
 def predict_images(model, folder: Path, batch_size: int = 64, backend: str = "auto"):
     """Pack the folder into temporary shards (repairing broken files), then predict them."""
-    from shards.config import ShardConfig
-    from shards.writer import pack
 
     with scratch_dir("predict") as tmp:  # removed on any exit; swept if this run is killed
         shard_dir = tmp / "shards"
@@ -219,7 +222,6 @@ def prediction_table(model, names, logits, rejected) -> list[tuple[str, str]]:
 
 def _trained_weights(run: Path) -> str | None:
     """The weights name the run's config.json records (None when it does not say)."""
-    import json
 
     try:
         return json.loads((run / run_files.CONFIG).read_text(encoding="utf-8")).get("weights")
@@ -234,16 +236,11 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
 
     `shards`: for a feature store SRC, the shards it was made from when they have moved.
     """
-    from engine.runs import resolve_run
-    from heads.export import load_model
-    from heads.tensors import resolve_device
 
     out = paths.writable_file(Path(out), "--out")
     claim_predictions(out)
     kind = source_kind(Path(src))
     if kind == "images":  # names a CSV row cannot hold, or no file: refused before any work
-        from shards.sources import list_sources
-
         list_sources(Path(src), labeled=False)
     run = resolve_run(Path(run))
     model = load_model(run, device=str(resolve_device(device)))

@@ -176,7 +176,7 @@ def _panel_classes(ax, data: RunData) -> None:
 def _panel_scores(ax, data: RunData) -> None:
     if data.scores is None:
         return _missing(ax, "no screening round (rounds/round_*/state.npy)")
-    from heads.screen.partition import STATES  # deferred: heads.screen imports torch
+    from heads.screen.partition import STATES  # deferred: torch; `engine eval` redraws without it
 
     name, values, state = data.scores
     bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 30)
@@ -194,7 +194,7 @@ def _panel_rounds(ax, data: RunData) -> None:
         return _missing(ax, "no screening summary (rounds/summary.json)")
     # summary.json's per-state counts, out-of-set included: the stacked parts add up to the
     # samples. Deferred: heads.screen imports torch.
-    from heads.screen.partition import STATES
+    from heads.screen.partition import STATES  # deferred: torch; `engine eval` redraws without it
 
     rounds = [r.get("round", i) for i, r in enumerate(data.rounds)]
     bottom = np.zeros(len(rounds))
@@ -275,10 +275,10 @@ PANELS = {
 
 def build_figure(data: RunData):
     """The report figure (2 x 3 panels, titles from `TITLES`) for loaded run data."""
-    import matplotlib
+    import matplotlib  # deferred: picks the Agg backend only when drawing
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after the Agg backend is picked
 
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     for ax, (key, draw) in zip(axes.flat, PANELS.items(), strict=True):
@@ -291,7 +291,7 @@ def build_figure(data: RunData):
 
 def write_report(run_dir, evaluation: Path | None = None) -> Path:
     """Draw `run_dir/report.png` (atomic write) from whatever the run folder holds."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: after the Agg backend is picked
 
     run_dir = Path(run_dir)
     fig = build_figure(load_run(run_dir, evaluation))

@@ -14,14 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import paths
+from engine.config import to_dict
 from engine.errors import UserError
 from engine.outputs import claim_output_dir, fresh_output_dir
 from engine.runs import SCREEN_OUTPUT
+from features.provenance import check_fresh, find_shards
+from features.store import open_store
+from heads.screen import ScreenInputs, run_screening
+from heads.screen.page import write_screening_page
 
 
 def screening_inputs(store, text_embed: Path | None):
     """`ScreenInputs` of a store: (N, D) embeddings, (N,) labels, optional (K, D) text."""
-    from heads.screen import ScreenInputs
 
     labels = np.asarray(store.labels, np.int64)
     if (labels < 0).any():
@@ -39,12 +44,6 @@ def screen_store(store_path: Path, cfg, out_dir: Path, *, text_embed: Path | Non
                  shards: Path | None = None, names=None, suspects: int = 200):  # fmt: skip
     """(ScreenResult, FeatureStore, ScreenInputs, SuspectsFiles) of `cfg.rounds` rounds saved
     in `out_dir`, with the suspects page (`heads.screen.page`) beside them."""
-    from engine import paths
-    from engine.config import to_dict
-    from features.provenance import check_fresh, find_shards
-    from features.store import open_store
-    from heads.screen import run_screening
-    from heads.screen.page import write_screening_page
 
     paths.writable_dir(Path(out_dir), "--out")
     claim_output_dir(Path(out_dir), SCREEN_OUTPUT, create=False)  # refused before any work

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -177,8 +179,6 @@ class StreamedTokens:
     def _produce(self, perm: np.ndarray, view_of: np.ndarray, batch_size: int) -> None:
         """Background thread: `prefetch` batches read at once by a pool (preads release the
         GIL, and a disk serves several requests faster than one), handed over in order."""
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
 
         try:
             with ThreadPoolExecutor(self.prefetch, thread_name_prefix="token-read") as pool:
@@ -231,7 +231,7 @@ class StreamedTokens:
         fp32 on the CPU, bf16 autocast on the GPU, the result rounded to fp16."""
         if self.transform is None:
             return x
-        from heads.tensors import autocast, to_compute  # heads.tensors imports this module
+        from heads.tensors import autocast, to_compute  # deferred: import cycle via heads.tensors
 
         with torch.no_grad(), autocast(device):
             y = self.transform(to_compute(x, device))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.model import load_clip
 from features.split import Advance, Tail, merge_tail
 from features.store import FeatureStore, as_store
 from heads import tensors
@@ -83,8 +84,6 @@ def frozen_on(module: nn.Module, device: torch.device) -> nn.Module:
 def visual_of(clip, data: FeatureStore) -> nn.Module:
     """The vision tower to fine-tune: from `clip` (model or LoadedClip) or the store's weights."""
     if clip is None:
-        from features.model import load_clip  # open_clip: only a tail fit without a model needs it
-
         weights = data.weights.get("name", "openai")
         clip = load_clip(weights, "cpu")
     model = getattr(clip, "model", clip)

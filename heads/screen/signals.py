@@ -115,7 +115,7 @@ def nearest_neighbours(
         raise ValueError(f"need (N, D) embed with 0 < k < N; got {embed.shape} and k={k}")
     where = resolve_device(device)
     try:
-        import faiss
+        import faiss  # deferred: optional, ImportError-guarded
     except ImportError:
         faiss = None
     if faiss is not None and where.type == "cpu":

@@ -30,7 +30,7 @@ def has_dali() -> bool:
     takes about a second, which `--help` should not pay). Tests set `HAS_DALI` to override."""
     if "HAS_DALI" not in globals():
         try:
-            import nvidia.dali  # noqa: F401
+            import nvidia.dali  # deferred: optional DALI  # noqa: F401
 
             globals()["HAS_DALI"] = True
         except ImportError as err:  # kept, so that a check can say why DALI is missing
@@ -45,7 +45,7 @@ def __getattr__(name: str):
     if name == "HAS_DALI":
         return has_dali()
     if name == "Batch":
-        from shards.decode.batch import Batch
+        from shards.decode.batch import Batch  # deferred: torch off the --help path
 
         return Batch
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -68,7 +68,7 @@ def resolve_backend(backend: str = "auto") -> str:
     Raises:
         UserError: unknown backend, or one this machine cannot run.
     """
-    import torch
+    import torch  # deferred: torch off the --help path
 
     if backend not in BACKENDS:
         raise UserError(f"unknown decode backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -122,7 +122,7 @@ def make_loader(
         A loader with `len()` (samples this rank yields), `.backend`, `.output_shape`
         (V, batch_size, 3, 224, 224) and `.output_dtype` (float32).
     """
-    from shards.decode.catalog import load_catalog
+    from shards.decode.catalog import load_catalog  # deferred: PIL off the --help path
 
     if batch_size < 1 or views < 1:
         raise UserError(f"batch_size ({batch_size}) and views ({views}) must be at least 1")
@@ -131,14 +131,14 @@ def make_loader(
     workers = default_workers() if workers is None else workers
     common = {"batch_size": batch_size, "views": views, "seed": seed, "workers": workers}
     if resolved == "pil":
-        from shards.decode.pil import PilLoader
+        from shards.decode.pil import PilLoader  # deferred: torch off the --help path
 
         return PilLoader(catalog, device=device, **common)
     if resolved == "torchvision":
-        from shards.decode.tv import TorchvisionLoader
+        from shards.decode.tv import TorchvisionLoader  # deferred: torch off the --help path
 
         return TorchvisionLoader(catalog, device=device, **common)
-    from shards.decode.dali import DaliLoader
+    from shards.decode.dali import DaliLoader  # deferred: torch off the --help path
 
     dali_device = "gpu" if resolved == "dali-gpu" else "cpu"
     return DaliLoader(catalog, device=dali_device, out_device=device, **common)

@@ -100,7 +100,7 @@ class HostFeeder:
 
 def build_pipeline(feeder: HostFeeder, *, device: str, batch_size: int, workers: int, views: int):
     """The DALI graph: decode once, then the eval view and the training views from it."""
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def, types  # deferred: optional DALI
 
     device_id = torch.cuda.current_device() if device == "gpu" else None
     cubic = {"interp_type": types.INTERP_CUBIC, "antialias": True}
@@ -214,7 +214,7 @@ class DaliLoader:
             for v, out in enumerate(outputs):
                 images[v].copy_(torch.from_numpy(np.asarray(out.as_tensor())))
             return Batch(images, self._index(positions))
-        from nvidia.dali.plugin.pytorch import feed_ndarray
+        from nvidia.dali.plugin.pytorch import feed_ndarray  # deferred: optional DALI
 
         consumer = torch.cuda.current_stream()
         images = torch.empty(self._shape(len(positions)), device=consumer.device)

@@ -255,9 +255,9 @@ def pil_views(image, params: list[ViewParams]):
     Returns:
         float32 tensor (V, 3, 224, 224), normalised.
     """
-    import torch
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as F
+    import torch  # deferred: torch off the --help path
+    from torchvision.transforms import InterpolationMode  # deferred: torch off the --help path
+    from torchvision.transforms import functional as F  # deferred: torch off the --help path
 
     out = []
     for p in params:
