@@ -4,6 +4,8 @@
     write_atomic(out / "pred_results.csv", text.encode("utf-8"))        # or the bytes
     with atomic_path(chunk_file, suffix=".partial") as tmp:              # a caller that opens
         fd = os.open(tmp, flags)  ...                                     # the file itself
+    replace_durably(out / ".shard-000000.tar.tmp", out / "shard-000000.tar")  # a temp file
+                                                       # written over a long time, then renamed
 
 A reader, a crash or a power cut sees the old file or the whole new one, never a renamed empty
 or half-written file: the data is on disk (fsync) before the rename, and the rename is on disk
@@ -69,14 +71,23 @@ def atomic_path(path: Path, *, suffix: str = ".tmp", durable: bool = True) -> It
     tmp = temp_name(path, suffix)
     try:
         yield tmp
-        if durable:
-            _fsync_file(tmp)
-        os.replace(tmp, path)
+        replace_durably(tmp, path, durable=durable)
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def replace_durably(tmp: Path, path: Path, *, durable: bool = True) -> None:
+    """fsync the finished `tmp`, rename it to `path` (same folder), fsync the folder.
+
+    For a temp file its writer kept open for a long time under a fixed name (a shard's tar);
+    everything else goes through `atomic_path` / `write_atomic`, which call this.
+    """
     if durable:
-        fsync_dir(path.parent)
+        _fsync_file(tmp)
+    os.replace(tmp, path)
+    if durable:
+        fsync_dir(Path(path).parent)
 
 
 def fsync_tree(folder: Path) -> None:

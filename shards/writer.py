@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import os
 import signal
 import threading
 from collections import Counter
@@ -25,6 +24,7 @@ from pathlib import Path
 import webdataset as wds
 from tqdm import tqdm
 
+from engine.atomic import atomic_path, replace_durably
 from engine.errors import UserError
 from engine.faults import fault_point
 from engine.jsonfile import write_json
@@ -290,10 +290,11 @@ def finish_shard(builder: ShardBuilder) -> dict:
     """Close, index and rename the builder's tar, then record it as done (in that order)."""
     builder.close()
     out, name = builder.out, builder.name
-    tmp_idx = out / f".{name}.idx.tmp"
-    write_dali_index(builder.tmp_tar, tmp_idx)
-    os.replace(tmp_idx, out / f"{name}.idx")
-    os.replace(builder.tmp_tar, out / f"{name}.tar")
+    # Both renames on disk before the progress record: after a power cut a shard recorded as
+    # done is whole (a rerun trusts its size), never a renamed empty or half-written tar.
+    with atomic_path(out / f"{name}.idx") as tmp_idx:  # `.shard-*.tmp`: `clear_outputs` knows it
+        write_dali_index(builder.tmp_tar, tmp_idx)
+    replace_durably(builder.tmp_tar, out / f"{name}.tar")
     state = {**builder.state(), "tar_size": (out / f"{name}.tar").stat().st_size}
     write_json(out / PROGRESS_DIR / f"{name}.json", state)  # creates PROGRESS_DIR
     return state

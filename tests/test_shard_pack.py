@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -227,3 +228,27 @@ def test_pack_workers_do_not_import_the_writer():
 
     assert b"shards.writer" not in pickle.dumps(writer._ignore_sigint)
     assert b"shards.writer" not in pickle.dumps(writer.prepare_image)
+
+
+def test_finished_shards_are_fsynced_before_their_progress_record(dataset, tmp_path, monkeypatch):
+    """tar and index flushed, renamed, folder flushed, then recorded: a power cut cannot leave
+    a shard recorded as done whose renamed tar is empty (issue 19 item 6)."""
+    flushed: list[str] = []
+    real = os.fsync
+
+    def recording(fd):
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    out = tmp_path / "shards"
+    writer.pack(
+        dataset.train_dir, out, ShardConfig(shard_size=SHARD_SIZE, short_side=None, workers=1)
+    )
+    names = [Path(p).name if Path(p) != out else "<out>" for p in flushed]
+    tar_flush = names.index(".shard-000000.tar.tmp")
+    record = names.index(next(n for n in names if n.startswith(".shard-000000.json")))
+    assert any(n.startswith(".shard-000000.idx.") for n in names[:tar_flush])  # index first
+    assert names[tar_flush + 1] == "<out>"  # the rename itself is on disk ...
+    assert tar_flush < record  # ... before the progress record is written
+    assert names.count(".shard-000001.tar.tmp") == 1  # every shard, not only the first
