@@ -10,11 +10,20 @@ thresholds (ImageNet-LT's 100/20) because datasets here range from 70 to 600 ima
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from heads.classes import GROUPS, class_groups
 
-__all__ = ["GROUPS", "class_groups", "evaluate", "format_report"]
+__all__ = ["GROUPS", "REPORT_KEYS", "class_groups", "evaluate", "format_report", "is_eval_report"]
+
+# The keys of `evaluate`'s report: a JSON object with exactly these is an `engine eval --json`
+# file, the only kind `--json` overwrites (engine.outputs' rule: never a user's file).
+REPORT_KEYS = frozenset(
+    {"samples", "missing", "extra", "top1", "balanced_accuracy", "per_class", "groups"}
+)
 
 
 def evaluate(
@@ -57,3 +66,12 @@ def format_report(report: dict) -> str:
     for g, s in report["groups"].items():
         lines.append(f"{g:<7} ({s['classes']} classes) {s['balanced_accuracy']:.4f}")
     return "\n".join(lines)
+
+
+def is_eval_report(path: Path) -> bool:
+    """Whether `path` holds a report `evaluate` wrote (`engine eval --json`)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and set(data) == REPORT_KEYS

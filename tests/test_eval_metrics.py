@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from heads.metrics import class_groups, evaluate
+from heads.metrics import REPORT_KEYS, class_groups, evaluate
 
 LABELS = {
     "a.jpg": "0001",
@@ -67,3 +67,41 @@ def test_eval_cli(tmp_path):
     result = CliRunner().invoke(main, ["eval", str(bad), str(labels)])
     assert result.exit_code == 1 and "expected lines 'name.jpg, 0042'" in result.output
     assert CliRunner().invoke(main, ["eval", "--help"]).exit_code == 0
+
+
+def test_report_keys_name_what_evaluate_returns():
+    assert set(evaluate(PRED, LABELS)) == REPORT_KEYS
+
+
+def _eval_inputs(tmp_path):
+    pred, labels = tmp_path / "pred.csv", tmp_path / "labels.csv"
+    pred.write_text("".join(f"{k}, {v}\n" for k, v in PRED.items()))
+    labels.write_text("".join(f"{k}, {v}\n" for k, v in LABELS.items()))
+    return str(pred), str(labels)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"my notes, not a report\n", b'{"top1": 0.9, "note": "my own numbers"}\n', b"\xff\xfe"],
+)
+def test_eval_json_never_overwrites_a_users_file(tmp_path, content):
+    pred, labels = _eval_inputs(tmp_path)
+    mine = tmp_path / "notes.json"
+    mine.write_bytes(content)
+    result = CliRunner().invoke(main, ["eval", pred, labels, "--json", str(mine)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: --json {mine} exists and is not an `engine eval` report; the engine does not "
+        "overwrite it: choose another file name\n"
+    )
+    assert mine.read_bytes() == content  # byte for byte
+
+
+def test_eval_json_rewrites_its_own_report(tmp_path):
+    pred, labels = _eval_inputs(tmp_path)
+    out = tmp_path / "eval.json"
+    out.write_text(json.dumps({k: 0 for k in REPORT_KEYS}))  # an earlier run's report
+    result = CliRunner().invoke(main, ["eval", pred, labels, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["top1"] == evaluate(PRED, LABELS)["top1"]
+    assert "report:" not in result.output  # not a run folder: no report.png redrawn

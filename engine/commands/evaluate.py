@@ -4,8 +4,10 @@
     engine eval pred_results.csv labels.csv --train-counts work/shards/train/manifest.json
 
 Prints top-1, balanced accuracy and head / medium / tail balanced accuracy; `--json FILE`
-also writes per-class accuracy. Both files are read by `heads.id_rows.read_id_rows` (strict:
-ids normalised to four digits, a malformed or conflicting line refused naming it).
+also writes per-class accuracy (to a new file, or over one an earlier `engine eval --json`
+wrote: a user's file there is refused in one line, untouched). Both files are read by
+`heads.id_rows.read_id_rows` (strict: ids normalised to four digits, a malformed or
+conflicting line refused naming it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import click
 
 from engine.errors import UserError
+from engine.outputs import claim_output_file
 
 
 def read_manifest(path: Path) -> dict:
@@ -67,8 +70,10 @@ def command(pred: Path, labels: Path, train_counts: Path | None, json_out: Path 
     """Top-1, balanced and per-class accuracy of PRED against LABELS."""
     from engine.jsonfile import write_json
     from heads.id_rows import read_id_rows
-    from heads.metrics import evaluate, format_report
+    from heads.metrics import evaluate, format_report, is_eval_report
 
+    if json_out:  # before any work: a user's file there is refused, never overwritten
+        claim_output_file(json_out, "an `engine eval` report", is_eval_report, option="--json")
     manifest = read_manifest(train_counts) if train_counts else None
     counts = train_counts_from(manifest) if manifest else None
     classes = class_list(manifest) if manifest else None
@@ -79,5 +84,6 @@ def command(pred: Path, labels: Path, train_counts: Path | None, json_out: Path 
         write_json(json_out, report)
         from heads.report import refresh_report
 
-        if refresh_report(json_out):  # into a run folder: its report.png gains the accuracy panel
-            click.echo(f"report: {json_out.parent / 'report.png'}")
+        drawn = refresh_report(json_out)  # into a run folder: its report gains the accuracy panel
+        if drawn:
+            click.echo(f"report: {drawn}")
