@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch._dynamo.utils import counters
 
+import features.runner
 from bench.common import time_call
 from bench.screen_speed import _inputs
 from bench.tiny_clip import tiny_clip
 from features.gpu_env import gpu_visibility_problem
 from features.model import load_clip
-from features.runner import TrunkRunner
 from features.store import FeatureStore
 from heads.config import TrainConfig
 from heads.screen import ScreenConfig, run_screening
@@ -155,7 +155,9 @@ def part_trunk(sizes: CheckSizes) -> list[dict]:
     precision = "bf16" if sizes.device == "cuda" else "fp32"
     lines = []
     for compile in (False, True) if sizes.compile_trunk else (False,):
-        runner = TrunkRunner(clip.model.visual, TRUNK_DEPTH, device, compile=compile)
+        runner = features.runner.TrunkRunner(
+            clip.model.visual, TRUNK_DEPTH, device, compile=compile
+        )
         graphs = compiled_graphs()
         for batch in sizes.trunk_batches:
             mode = "compiled" if compile else "eager"

@@ -24,11 +24,11 @@ from engine.errors import UserError
 from engine.faults import fault_point
 from engine.lock import locks_output
 from engine.outputs import claim_output_dir
+from features import model as clip_model
 from features.chunks import ChunkAssembler
 from features.config import FeatureConfig
 from features.distributed import DistContext
 from features.meta import MetaCache
-from features.model import load_clip
 from features.provenance import source_record, stale_keys
 from features.runner import TrunkRunner
 from features.store import STORE_OUTPUT, FeatureStore, StoreSpec, open_store, remove_store
@@ -96,7 +96,7 @@ def extract(
 
 def _load(clip_loader, weights: str, device):
     if clip_loader is None:
-        clip_loader = load_clip
+        clip_loader = clip_model.load_clip  # via the module: tests swap in a tiny CLIP
     return clip_loader(weights, device)
 
 

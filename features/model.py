@@ -28,7 +28,6 @@ import torch
 from huggingface_hub import constants, try_to_load_from_cache
 from open_clip import load_checkpoint
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-from open_clip.pretrained import download_pretrained, get_pretrained_cfg
 from torch import nn
 
 from engine.errors import UserError
@@ -133,7 +132,7 @@ def cached_openai_weights(cache_dir: str | None = None) -> str | None:
     (OpenAI's own `ViT-B-32.pt`, open_clip's URL download).
     """
 
-    pretrained_cfg = get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
+    pretrained_cfg = open_clip.pretrained.get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
     repo = pretrained_cfg.get("hf_hub", "").rstrip("/")
     for name in (HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME):
         found = try_to_load_from_cache(repo, name, cache_dir=cache_dir)
@@ -152,10 +151,10 @@ def openai_weights_cached(cache_dir: str | None = None) -> bool:
 def _download_openai(cache_dir: str | None) -> str:
     """Path of OpenAI's ViT-B/32 weights in open_clip's cache, downloading them if needed."""
 
-    pretrained_cfg = get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
+    pretrained_cfg = open_clip.pretrained.get_pretrained_cfg(MODEL_NAME, OPENAI_TAG)
     try:
         _check_hub_reachable()
-        return download_pretrained(pretrained_cfg, cache_dir=cache_dir)
+        return open_clip.pretrained.download_pretrained(pretrained_cfg, cache_dir=cache_dir)
     except OSError as err:  # offline: hf_hub / urllib raise OSError subclasses
         hub = pretrained_cfg.get("hf_hub", "").rstrip("/")
         cache = cache_dir or os.environ.get("HF_HUB_CACHE") or "~/.cache/huggingface/hub"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from engine import paths
 from engine.errors import UserError
+from features import model as clip_model
 from features.config import FeatureConfig
 from features.extract import extract
-from features.model import load_clip
 from features.provenance import (
     check_fresh,
     engine_recipe,
@@ -139,7 +139,7 @@ def backbone_weights(attrs: dict, given: str, need: bool) -> str | None:
 def load_backbone(attrs: dict, weights: str):
     """The CLIP model named by `weights`, checked against the store's recorded sha256."""
 
-    clip = load_clip(weights, "cpu")
+    clip = clip_model.load_clip(weights, "cpu")  # via the module: tests swap in a tiny CLIP
     sha = (attrs.get("weights") or {}).get("sha256")
     if sha and clip.weights_info.get("sha256") not in (None, sha):
         raise UserError(f"weights {weights} do not match the store's (sha256 {sha[:12]}...)")

@@ -25,6 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+# fit, save_model, run_screening, write_screening_page and class_text_embeddings are called
+# through their modules: the tests replace them there (a killed fit, a full disk, no text).
+import features.text
+import heads.export
+import heads.screen.page
+import heads.trainer
 from engine import paths
 from engine import runs as run_files
 from engine.classnames import check_class_ids, names_in_class_order, read_class_names
@@ -33,15 +39,11 @@ from engine.errors import UserError
 from engine.jsonfile import write_json
 from engine.lock import output_lock
 from engine.outputs import fresh_output_dir, remove_owned
-from features.text import class_text_embeddings
 from heads.config import TrainConfig
-from heads.export import save_model
 from heads.inputs import backbone_weights, ensure_store, load_backbone
 from heads.report import write_report
-from heads.screen import ScreenConfig, ScreenInputs, run_screening
-from heads.screen.page import write_screening_page
+from heads.screen import ScreenConfig, ScreenInputs
 from heads.tensors import read_rows
-from heads.trainer import fit
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +167,9 @@ def _train_in(run: Path, cfg: RunConfig, data, shards, names, clip, head_init) -
     def on_epoch(epoch: int, metrics: dict) -> None:
         run_files.append_jsonl(run / run_files.METRICS_LINES, metrics)
 
-    trained = fit(data, cfg.train, targets, weights, on_epoch=on_epoch, clip=clip,
+    trained = heads.trainer.fit(data, cfg.train, targets, weights, on_epoch=on_epoch, clip=clip,
                   head_init=head_init, checkpoint_dir=run / run_files.CHECKPOINT)  # fmt: skip
-    save_model(run, trained, clip, preprocess=data.attrs.get("preprocess"))
+    heads.export.save_model(run, trained, clip, preprocess=data.attrs.get("preprocess"))
     # Whole again from the fit's history: a resumed run appended after the lines of the
     # attempt it resumed, which may have outrun its last checkpoint.
     run_files.write_jsonl(run / run_files.METRICS_LINES, trained.history)
@@ -213,7 +215,7 @@ def _text_head(clip, classes: list[str], names: dict[str, str] | None, weights: 
     if missing:
         log.warning("%d classes have no name in --class-names (e.g. %s): using the folder "
                     "name", len(missing), missing[:3])  # fmt: skip
-    emb = class_text_embeddings(clip, ordered)
+    emb = features.text.class_text_embeddings(clip, ordered)
     return emb.detach().cpu().numpy() if hasattr(emb, "detach") else emb
 
 
@@ -271,7 +273,9 @@ def make_train_fn(data, cfg: TrainConfig, clip, head_init):
     the trainer as screening rounds call it (cross-fitting: train on one half, score the other)."""
 
     def train_fn(train_idx, targets, weights):
-        model = fit(data, cfg, targets, weights, indices=train_idx, clip=clip, head_init=head_init)
+        model = heads.trainer.fit(
+            data, cfg, targets, weights, indices=train_idx, clip=clip, head_init=head_init
+        )
 
         def predict_fn(idx):
             return model.predict_logits(data, idx)
@@ -292,10 +296,10 @@ def _screen(cfg: RunConfig, data, shards, names, clip, head_init, run: Path):
     train_fn = make_train_fn(data, cfg.train, clip, head_init)
     # Screening does not resume: the rounds of an interrupted attempt are removed first.
     rounds = fresh_output_dir(run / run_files.ROUNDS, run_files.SCREEN_OUTPUT)
-    result = run_screening(inputs, cfg.screen, train_fn, rounds)
+    result = heads.screen.run_screening(inputs, cfg.screen, train_fn, rounds)
 
     folder, note = shards  # the store's shards (or why there are none): the page's thumbnails
-    page = write_screening_page(rounds, result, data, shards=folder, shards_note=note,
+    page = heads.screen.page.write_screening_page(rounds, result, data, shards=folder, shards_note=note,
                                 names=names, settings=to_dict(cfg.screen))  # fmt: skip
     log.info("suspects page: %s%s", page.html, f" ({page.note})" if page.note else "")
     return result.targets, result.weights

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import heads.export
 from engine import paths
 from engine import runs as run_files
 from engine.atomic import write_atomic
@@ -37,7 +38,6 @@ from engine.runs import resolve_run
 from engine.scratch import scratch_dir
 from features.provenance import check_fresh, find_shards
 from features.store import open_store
-from heads.export import load_model
 from heads.tensors import resolve_device
 from shards.config import ShardConfig
 from shards.decode import make_loader
@@ -243,7 +243,8 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
     if kind == "images":  # names a CSV row cannot hold, or no file: refused before any work
         list_sources(Path(src), labeled=False)
     run = resolve_run(Path(run))
-    model = load_model(run, device=str(resolve_device(device)))
+    # through the module: tests replace load_model there
+    model = heads.export.load_model(run, device=str(resolve_device(device)))
     class_ids(model.classes, run)  # two classes with one id: refused before any work
     if kind != "store" and model.visual is None:
         raise UserError(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from features.model import load_clip
+from features import model as clip_model
 from features.split import Advance, Tail, merge_tail
 from features.store import FeatureStore, as_store
 from heads import tensors
@@ -85,7 +85,7 @@ def visual_of(clip, data: FeatureStore) -> nn.Module:
     """The vision tower to fine-tune: from `clip` (model or LoadedClip) or the store's weights."""
     if clip is None:
         weights = data.weights.get("name", "openai")
-        clip = load_clip(weights, "cpu")
+        clip = clip_model.load_clip(weights, "cpu")
     model = getattr(clip, "model", clip)
     return getattr(model, "visual", model)
 
