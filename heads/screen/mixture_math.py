@@ -33,12 +33,18 @@ class MixtureOptions:
     dirichlet: float = 0.5
     # "both": the screening consensus (N, K) multiplies the Gaussian likelihood (power below).
     consensus_weight: float = 1.0
+    # Power 1/T of the Gaussian likelihood (a tempered product of experts with a
+    # discriminative likelihood): T > 1 keeps the composition/prior machinery but stops a
+    # density that is wrong for multi-modal or anisotropic classes from dominating.
+    gaussian_temperature: float = 1.0
     # Row block of the torch pass: (block, K) float32 logits, 98 MB at 16k x 1500.
     block_rows: int = 16384
 
     def __post_init__(self):
         if self.iters < 1 or self.neighbours < 0 or self.block_rows < 1:
             raise ValueError(f"need iters >= 1, neighbours >= 0, block_rows >= 1: {self}")
+        if not self.gaussian_temperature > 0:
+            raise ValueError(f"need gaussian_temperature > 0: {self}")
         if not (0 < self.catch_all < 1 and 0 <= self.shrink <= 1):
             raise ValueError(f"need 0 < catch_all < 1 and 0 <= shrink <= 1: {self}")
 

@@ -1,0 +1,132 @@
+"""Variants of the folder-mixture stage on cached screening results (bench/NOISY.md,
+"Folder mixture: safety on geometry it does not assume").
+
+    python -m bench.relabel_variants --cache /tmp/relabel-cache \\
+        --cells realistic-size-200-20-30-200 plain-uniform-500-20-40-160 \\
+        --variants gauss:none gauss:agree poe4:agree-all
+
+A cell is VARIANT-PRIOR-K-IMB-NOISE%-MAX_PER_CLASS (the reduced grid of `bench.noisy_bench`,
+seed 0). Its screening (`ScreenConfig(seed=0)`, the engine trainer as student: the bench's
+"engine + screening" row) runs once and is cached as CACHE/CELL.pkl (row: before, perfect,
+oracle; result: the ScreenResult). A variant is LIKELIHOOD:GATE:
+  LIKELIHOOD  gauss (shared-covariance Gaussian), poeT (Gaussian^(1/T) x the cross-fitted
+              student's probabilities), student (the student's probabilities alone)
+  GATE        none (every sample learns the EM's responsibilities), flagged (only samples
+              screening did not keep as clean), agree (only samples
+              screening did not keep as clean, and only where the EM's class is the
+              student's class; others keep screening's targets), agree-all (agree, plus clean
+              samples where the EM and the student agree on another class than the folder),
+              sk / sk-all (as agree / agree-all, and the kNN votes must agree too)
+One JSON line per (cell, variant): top-1 before/after, oracle, perfect screening, detection
+precision/recall (flagged = final class differs from the folder, or weight < 0.5) and the
+share of flipped samples whose final class is their true class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from bench.noisy_bench import _detection, _Trainer
+from bench.synthetic import Realism, make_noisy_features
+from heads.screen import ScreenConfig, ScreenInputs, run_screening
+from heads.screen.evidence import frozen_evidence
+from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
+from heads.screen.folder_mixture import MixtureOptions
+from heads.screen.probe import one_hot
+
+
+def load_cell(key: str, cache: Path):
+    """(data, inputs, trainer, screening result, row) of a cell; screening cached."""
+    variant, prior, k, imb, noise, mpc = key.split("-")
+    data = make_noisy_features(num_classes=int(k), imbalance=int(imb), noise=int(noise) / 100,
+                               max_per_class=int(mpc), flip_prior=prior, seed=0,
+                               realism=Realism() if variant == "realistic" else None)  # fmt: skip
+    inputs = ScreenInputs(data.embed, data.labels, data.num_classes, data.text_embed)
+    trainer = _Trainer(data)
+    path = cache / f"{key}.pkl"
+    if not path.exists():
+        result = run_screening(inputs, ScreenConfig(seed=0), trainer.train_fn)
+        inset = data.true_labels >= 0
+        row = dict(key=key, N=len(data.labels), before=trainer.top1(result.targets, result.weights),
+                   perfect=trainer.top1(weights=(~data.is_noisy).astype(np.float32)),
+                   oracle=trainer.top1(one_hot(np.where(inset, data.true_labels, 0), data.num_classes),
+                                       inset.astype(np.float32)))  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps({"row": row, "result": result}))
+    cached = pickle.loads(path.read_bytes())
+    return data, inputs, trainer, cached["result"], cached["row"]
+
+
+def last_round_signals(result, inputs) -> dict:
+    """The last round's (N, K) distributions by evidence name, as the extra sees them: the
+    frozen ones recomputed, the cross-fitted student's ("model") recovered from the cached
+    consensus (the mean of the student's and the frozen distributions, heads.screen.rounds)."""
+    frozen = {name: e.probs for name, e in frozen_evidence(inputs, ScreenConfig(seed=0)).items()
+              if e.probs is not None}  # fmt: skip
+    probs = result.consensus.astype(np.float64) * (1 + len(frozen)) - sum(frozen.values())
+    probs = np.clip(probs, 0, None)
+    return {"model": probs / np.maximum(probs.sum(1, keepdims=True), 1e-12), **frozen}
+
+
+GATE_SPECS = {
+    "none": ("all", "off"),
+    "flagged": ("flagged", "off"),
+    "agree": ("flagged", "student"),
+    "agree-all": ("all", "student"),
+    "sk": ("flagged", "student+knn"),
+    "sk-all": ("all", "student+knn"),
+}
+
+
+def stage_config(likelihood: str, gate: str) -> FolderMixtureConfig:
+    if likelihood == "gauss":
+        opts, disc = MixtureOptions(), False
+    elif likelihood == "student":
+        opts, disc = MixtureOptions(gaussian_temperature=1e6), True
+    else:  # poeT
+        opts, disc = MixtureOptions(gaussian_temperature=float(likelihood[3:])), True
+    rows, gate_name = GATE_SPECS[gate]
+    return FolderMixtureConfig(device="cpu", rows=rows, gate=gate_name, use_student=disc,
+                               options=opts)  # fmt: skip
+
+
+def run_variant(spec, data, inputs, trainer, result, row, signals) -> dict:
+    likelihood, gate = spec.split(":")
+    out = relabel(result, inputs, stage_config(likelihood, gate), signals)
+    final = out.targets.argmax(1)
+    flagged = (final != data.labels) | (out.weights < 0.5)
+    flip = (data.noise_kind == 1) | (data.noise_kind == 2)
+    after = trainer.top1(out.targets, out.weights)
+    gap = max(row["oracle"] - row["before"], 1e-9)
+    return dict(cell=row["key"], variant=spec, before=row["before"], after=after,
+                delta=after - row["before"], closed=(after - row["before"]) / gap,
+                perfect=row["perfect"], oracle=row["oracle"], **_detection(flagged, data.is_noisy),
+                named=float((final == data.true_labels)[flip].mean()))  # fmt: skip
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cache", type=Path, default=Path("bench-cache/relabel"))
+    ap.add_argument("--cells", nargs="+", required=True)
+    ap.add_argument("--variants", nargs="+", default=["gauss:none"])
+    ap.add_argument("--before", action="store_true", help="also print screening's own row")
+    args = ap.parse_args(argv)
+    for key in args.cells:
+        data, inputs, trainer, result, row = load_cell(key, args.cache)
+        signals = last_round_signals(result, inputs)
+        if args.before:
+            final = result.targets.argmax(1)
+            flagged = (final != data.labels) | (result.weights < 0.5)
+            print(json.dumps(dict(row, **_detection(flagged, data.is_noisy))), flush=True)
+        for spec in args.variants:
+            print(json.dumps(run_variant(spec, data, inputs, trainer, result, row, signals)),
+                  flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
