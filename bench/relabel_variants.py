@@ -3,7 +3,8 @@
 
     python -m bench.relabel_variants --cache /tmp/relabel-cache \\
         --cells realistic-size-200-20-30-200 plain-uniform-500-20-40-160 \\
-        --variants gauss:none gauss:agree poe4:agree-all
+        --variants gauss:none gauss:agree poe4:agree-all > out.jsonl
+    python -m bench.relabel_variants --table out.jsonl      # the markdown table of NOISY.md
 
 A cell is VARIANT-PRIOR-K-IMB-NOISE%-MAX_PER_CLASS (the reduced grid of `bench.noisy_bench`,
 seed 0). Its screening (`ScreenConfig(seed=0)`, the engine trainer as student: the bench's
@@ -16,7 +17,8 @@ oracle; result: the ScreenResult). A variant is LIKELIHOOD:GATE:
               screening did not keep as clean, and only where the EM's class is the
               student's class; others keep screening's targets), agree-all (agree, plus clean
               samples where the EM and the student agree on another class than the folder),
-              sk / sk-all (as agree / agree-all, and the kNN votes must agree too)
+              sk / sk-all (as agree / agree-all, and the kNN votes must agree too),
+              k-all (as agree-all with the kNN votes in place of the student)
 One JSON line per (cell, variant): top-1 before/after, oracle, perfect screening, detection
 precision/recall (flagged = final class differs from the folder, or weight < 0.5) and the
 share of flipped samples whose final class is their true class.
@@ -31,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.noisy_bench import _detection, _Trainer
+from bench.noisy_bench import _detection, _Trainer, last_round_signals
 from bench.synthetic import Realism, make_noisy_features
 from heads.screen import ScreenConfig, ScreenInputs, run_screening
-from heads.screen.evidence import frozen_evidence
 from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
 from heads.screen.folder_mixture import MixtureOptions
 from heads.screen.probe import one_hot
@@ -62,17 +63,6 @@ def load_cell(key: str, cache: Path):
     return data, inputs, trainer, cached["result"], cached["row"]
 
 
-def last_round_signals(result, inputs) -> dict:
-    """The last round's (N, K) distributions by evidence name, as the extra sees them: the
-    frozen ones recomputed, the cross-fitted student's ("model") recovered from the cached
-    consensus (the mean of the student's and the frozen distributions, heads.screen.rounds)."""
-    frozen = {name: e.probs for name, e in frozen_evidence(inputs, ScreenConfig(seed=0)).items()
-              if e.probs is not None}  # fmt: skip
-    probs = result.consensus.astype(np.float64) * (1 + len(frozen)) - sum(frozen.values())
-    probs = np.clip(probs, 0, None)
-    return {"model": probs / np.maximum(probs.sum(1, keepdims=True), 1e-12), **frozen}
-
-
 GATE_SPECS = {
     "none": ("all", "off"),
     "flagged": ("flagged", "off"),
@@ -80,6 +70,7 @@ GATE_SPECS = {
     "agree-all": ("all", "student"),
     "sk": ("flagged", "student+knn"),
     "sk-all": ("all", "student+knn"),
+    "k-all": ("all", "knn"),
 }
 
 
@@ -109,16 +100,33 @@ def run_variant(spec, data, inputs, trainer, result, row, signals) -> dict:
                 named=float((final == data.true_labels)[flip].mean()))  # fmt: skip
 
 
+def table(paths) -> str:
+    """Markdown table (cell x variant) of the JSON lines in `paths` (this script's output)."""
+    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()
+            if line.startswith("{") and '"variant"' in line]  # fmt: skip
+    out = ["| cell | variant | before | after | delta (pts) | gap closed | P/R | named |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sorted(rows, key=lambda r: (r["cell"], r["variant"])):
+        out.append(f"| {r['cell']} | {r['variant']} | {100 * r['before']:.2f} | "
+                   f"{100 * r['after']:.2f} | {100 * r['delta']:+.2f} | {100 * r['closed']:.0f}% | "
+                   f"{100 * r['precision']:.0f}/{100 * r['recall']:.0f} | "
+                   f"{100 * r['named']:.0f}% |")  # fmt: skip
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=Path("bench-cache/relabel"))
-    ap.add_argument("--cells", nargs="+", required=True)
+    ap.add_argument("--cells", nargs="+", default=[])
+    ap.add_argument("--table", nargs="+", type=Path, help="print the table of these outputs")
     ap.add_argument("--variants", nargs="+", default=["gauss:none"])
     ap.add_argument("--before", action="store_true", help="also print screening's own row")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.table))
     for key in args.cells:
         data, inputs, trainer, result, row = load_cell(key, args.cache)
-        signals = last_round_signals(result, inputs)
+        signals = last_round_signals(result, inputs, ScreenConfig(seed=0))
         if args.before:
             final = result.targets.argmax(1)
             flagged = (final != data.labels) | (result.weights < 0.5)

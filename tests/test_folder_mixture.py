@@ -2,6 +2,8 @@
 deterministic, torch equals the NumPy reference, and the tail prior and the background
 weight act as documented; the `folder-mixture` extra feeds the final targets."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -137,14 +139,14 @@ def _screened(per_folder=60):
 def test_extra_feeds_targets_and_names_a_class():
     inputs, base, true = _screened()
     assert ScreenConfig(extras=("folder-mixture",)).extras == ("folder-mixture",)
-    res = FolderMixture(FolderMixtureConfig(device="cpu")).on_result(base, inputs)
+    res = FolderMixture(FolderMixtureConfig(device="cpu", gate="off")).on_result(base, inputs)
     assert res.mixture_class.shape == true.shape and res.mixture_prob.dtype == np.float32
     assert (res.mixture_class == true).mean() > 0.95
     np.testing.assert_allclose(res.targets.sum(1), 1, atol=1e-5)
     assert np.array_equal(res.targets.argmax(1), res.mixture_class)
     assert (res.weights > 0.9).all()  # no out-of-set state: every sample keeps its weight
     # rows="flagged" leaves the clean samples' targets as screening made them.
-    flagged = relabel(base, inputs, FolderMixtureConfig(rows="flagged", device="cpu"))
+    flagged = relabel(base, inputs, FolderMixtureConfig(rows="flagged", gate="off", device="cpu"))
     clean = base.state == CLEAN
     np.testing.assert_array_equal(flagged.targets[clean], base.targets[clean])
     assert (flagged.targets[~clean].argmax(1) == true[~clean]).mean() > 0.95
@@ -208,7 +210,7 @@ def test_student_gate_keeps_clean_samples_of_a_multimodal_class():
         out = relabel(base, inputs, cfg, {"model": student})
         return (out.targets.argmax(1) != true)[clean].mean(), out
 
-    ungated, _ = wrong_clean(FolderMixtureConfig(device="cpu", options=opts))
+    ungated, _ = wrong_clean(FolderMixtureConfig(device="cpu", gate="off", options=opts))
     gated, out = wrong_clean(FolderMixtureConfig(device="cpu", gate="student", options=opts))
     assert ungated > 0.15 and gated == 0.0
     assert (out.targets.argmax(1) == true)[~clean].mean() > 0.95
@@ -257,9 +259,29 @@ def test_tempered_gaussian_times_student_keeps_the_multimodal_class():
 
     def clean_kept(temperature):
         opts = MixtureOptions(neighbours=1, tail_strength=1.0, gaussian_temperature=temperature)
-        cfg = FolderMixtureConfig(device="cpu", use_student=True, options=opts)
+        cfg = FolderMixtureConfig(device="cpu", gate="off", use_student=True, options=opts)
         return (relabel(base, inputs, cfg, {"model": student}).targets.argmax(1) == true)[clean]
 
     assert clean_kept(1.0).mean() < 0.85 and clean_kept(4.0).mean() == 1.0
     with pytest.raises(ValueError, match="temperature"):
         MixtureOptions(gaussian_temperature=0)
+
+
+def test_screening_with_the_extra_equals_the_bench_stage_on_recovered_signals():
+    """`ScreenConfig(extras=("folder-mixture",))` (the gate reads the last round's student
+    and kNN votes) gives what the bench computes from the result without the extra and the
+    signals recovered from its consensus (`bench.noisy_bench.last_round_signals`)."""
+    from bench.noisy_bench import last_round_signals
+    from bench.synthetic import Realism, make_noisy_features
+    from heads.screen import run_screening
+
+    data = make_noisy_features(num_classes=8, imbalance=3, noise=0.3, max_per_class=30,
+                               realism=Realism(), seed=0)  # fmt: skip
+    inputs = ScreenInputs(data.embed, data.labels, data.num_classes, data.text_embed)
+    cfg = ScreenConfig(rounds=1, seed=0, device="cpu")
+    with_extra = run_screening(inputs, replace(cfg, extras=("folder-mixture",)))
+    before = run_screening(inputs, cfg)
+    signals = last_round_signals(before, inputs, cfg)
+    bench = relabel(before, inputs, FolderMixtureConfig(), signals)
+    np.testing.assert_allclose(with_extra.targets, bench.targets, atol=1e-5)
+    np.testing.assert_array_equal(with_extra.mixture_class, bench.mixture_class)
