@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from bench.common import format_table, rate, time_call
 from features.chunks import ChunkAssembler, ChunkBuffers
-from features.store import TOKEN_SHAPE, FeatureStore, StoreSpec
+from features.store import TOKEN_SHAPE, FeatureStore, StoreSpec, remove_store
 
 CHUNK_N = 1024  # the chunk size the targets were set at (78.6 MB per view)
 BATCH = 256  # FeatureConfig's default batch: four batches fill a chunk
@@ -104,10 +103,8 @@ def store_write_rows(*, images: int = 4096, out_dir: Path) -> list[dict]:
         if not np.array_equal(ours_store.tokens[0, :CHUNK_N], tokens[0, :CHUNK_N]):
             raise AssertionError("the fast writer's chunk differs from its input")
     finally:
-        shutil.rmtree(out_dir / "ours.zarr", ignore_errors=True)
-        shutil.rmtree(out_dir / "old.zarr", ignore_errors=True)
-        shutil.rmtree(out_dir / "ours.zarr.progress", ignore_errors=True)
-        shutil.rmtree(out_dir / "old.zarr.progress", ignore_errors=True)
+        for name in ("ours.zarr", "old.zarr"):  # the engine's stores only (engine.outputs)
+            remove_store(out_dir / name)
     row_bytes = int(np.prod(TOKEN_SHAPE)) * 2
     return [
         {

@@ -23,12 +23,14 @@ from tqdm import tqdm
 from engine.errors import UserError
 from engine.faults import fault_point
 from engine.lock import locks_output
+from engine.outputs import claim_output_dir
 from features.chunks import ChunkAssembler
 from features.config import FeatureConfig
 from features.distributed import DistContext
 from features.meta import MetaCache
 from features.provenance import source_record, stale_keys
-from features.store import FeatureStore, StoreSpec, open_store, remove_store
+from features.store import STORE_OUTPUT, FeatureStore, StoreSpec, open_store, remove_store
+from features.threads import thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ def extract(
 
     shard_dir, out = Path(shard_dir), Path(out)
     shard_set = open_shards(shard_dir)  # the manifest, read and checked once for every reader
+    # A folder of the user's (or the shards themselves) is refused before the model loads.
+    claim_output_dir(out, STORE_OUTPUT, create=False)
     manifest = shard_set.manifest
     ctx = DistContext.from_env(cfg.device)
     try:
@@ -167,6 +171,8 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         keep_tokens=cfg.depth >= 1,
     )
     assembler = ChunkAssembler(store, MetaCache(shard_dir), store.done_chunks())
+    # Decode threads get the cores the store writers, feeder and this loop leave them.
+    workers = cfg.workers if cfg.workers is not None else thread_budget().decode
     loader = loader_factory(
         shard_dir,
         backend=cfg.backend,
@@ -176,7 +182,7 @@ def _run(shard_dir, store: FeatureStore, cfg: FeatureConfig, clip, ctx, loader_f
         rank=ctx.rank,
         world_size=ctx.world_size,
         device=ctx.device,
-        workers=cfg.workers,
+        workers=workers,
         shard_ids=shards_to_decode(shard_dir, store),
     )
     start, computed = time.perf_counter(), 0

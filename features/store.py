@@ -26,6 +26,7 @@ the Zarr hierarchy); `attrs["complete"]` turns true once every chunk is written.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from engine.atomic import fsync_tree
 from engine.errors import UserError
+from engine.outputs import OutputKind, claim_output_dir, remove_owned
 from features.chunkio import RawChunks
 from features.store_check import check_store
 
@@ -116,10 +119,15 @@ class FeatureStore:
     # ------------------------------------------------------------------ creation / writing
     @classmethod
     def create(cls, path: Path, spec: StoreSpec) -> FeatureStore:
-        """A new, empty store at `path` (an existing one there is replaced)."""
+        """A new, empty store at `path`: an engine store there is replaced, any other folder
+        that is not empty is refused (`engine.outputs`; a user's files are never deleted)."""
         path = Path(path)
         remove_store(path)
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        claim_output_dir(path, STORE_OUTPUT)
+        # The format attribute from the first write on: zarr.json is the store's marker.
+        group = zarr.open_group(
+            str(path), mode="w", zarr_format=3, attributes={"format": FORMAT, "complete": False}
+        )
         n, c = spec.n, spec.chunk_n
         for name in ("keys", "paths"):
             group.create_array(name, shape=(n,), chunks=(c,), dtype=str)
@@ -253,6 +261,7 @@ class FeatureStore:
         missing = set(range(self.num_chunks)) - self.done_chunks()
         if missing:
             raise RuntimeError(f"{len(missing)} chunks unwritten, e.g. {sorted(missing)[:5]}")
+        fsync_tree(self.path)  # chunk files are written without a per-file fsync (chunkio)
         self.group.attrs["complete"] = True
         self.attrs["complete"] = True
         shutil.rmtree(progress_dir(self.path), ignore_errors=True)
@@ -352,10 +361,37 @@ class FeatureStore:
 
 
 def remove_store(path: Path) -> None:
-    """Delete a store and its progress markers (for --force and fresh starts)."""
-    path = Path(path)
-    shutil.rmtree(path, ignore_errors=True)
-    shutil.rmtree(progress_dir(path), ignore_errors=True)
+    """Delete an engine store and its progress markers (for --force and fresh starts).
+
+    Raises:
+        UserError: `path` is not an engine store (a user's folder, another tool's Zarr group),
+            or its progress folder holds anything but chunk markers: nothing is deleted.
+    """
+    path, progress = Path(path), progress_dir(Path(path))
+    if progress.is_dir() and any(not _is_marker(p) for p in progress.iterdir()):
+        raise UserError(
+            f"{progress} holds files other than the engine's chunk markers; it is left as it is: "
+            "move them away or choose another --out"
+        )
+    remove_owned(path, STORE_OUTPUT)
+    if progress.is_dir():
+        shutil.rmtree(progress)
+
+
+def _is_marker(path: Path) -> bool:
+    return path.is_file() and path.name.startswith("chunk-") and path.name.endswith(".done")
+
+
+def is_engine_store(folder: Path) -> bool:
+    """Whether `folder` is a Zarr group with this engine's format attribute (its marker)."""
+    try:
+        meta = json.loads((Path(folder) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(meta, dict) and (meta.get("attributes") or {}).get("format") == FORMAT
+
+
+STORE_OUTPUT = OutputKind("feature store", "features", recognise=is_engine_store, marker_file=False)
 
 
 def as_store(store) -> FeatureStore:

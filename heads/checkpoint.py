@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 import re
+import types
 import zipfile
 from pathlib import Path
 
 import torch
 
+from engine import runs as run_files
+from engine.atomic import write_atomic
 from engine.errors import UserError
 from engine.faults import fault_point
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "last.pt"
+CHECKPOINT = run_files.CHECKPOINT_FILE
 
 
 class Checkpointer:
@@ -97,9 +99,7 @@ class Checkpointer:
             "history": history,
             "batch_size": self.batch_size,
         }
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)  # atomic: a crash mid-write leaves the previous epoch intact
+        save_plain(self.path, state)  # atomic: a crash mid-write leaves the previous epoch
         fault_point(f"{phase}-epoch")
 
     def discard(self) -> None:
@@ -107,9 +107,33 @@ class Checkpointer:
         if self.path is None:
             return
         self.path.unlink(missing_ok=True)
-        self.path.with_suffix(".tmp").unlink(missing_ok=True)
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
+
+
+class _NoMemoPickler(pickle.Pickler):
+    """A pickler without a memo: equal payloads give equal bytes.
+
+    The memo writes a second reference to the *same object* as a back-reference and an equal
+    but distinct object in full, so two equal payloads pickled differently when one shared a
+    string (a config value that came from a literal, say) and the other held a copy: model.pt
+    re-made from config.json had equal tensors but other bytes. Payloads here are trees of
+    tensors and plain data (no cycles, which fast mode refuses), and torch names each storage
+    by the order it meets it, so the bytes depend on the values and the dict order only.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+_DETERMINISTIC_PICKLE = types.SimpleNamespace(Pickler=_NoMemoPickler, __name__="pickle")
+
+
+def save_plain(path: Path, payload: dict) -> Path:
+    """`torch.save` a dict of tensors and plain data atomically (`engine.atomic`), with the
+    same bytes for the same values (`_NoMemoPickler`): checksums of re-made models agree."""
+    return write_atomic(path, lambda f: torch.save(payload, f, pickle_module=_DETERMINISTIC_PICKLE))
 
 
 def load_plain(path: Path, what: str, remedy: str) -> dict:

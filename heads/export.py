@@ -19,23 +19,23 @@ tower (`visual_state_dict` None) and predicts from feature stores only.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from engine import runs as run_files
 from engine.errors import UserError
 from features.split import split_visual
 from heads import tensors as T
-from heads.checkpoint import load_plain
+from heads.checkpoint import load_plain, save_plain
 from heads.config import TrainConfig
 from heads.head import make_head
 from heads.trainer import TrainedModel
 from shards.decode.preprocess import MEAN, STD
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = run_files.MODEL
 MODEL_FORMAT = "engine.model/2"
 OLD_MODEL_FORMAT = "engine.model/1"  # the whole CLIP in fp32: refused with a one-line reason
 # open_clip's ViT-B/32 eval transform (OpenAI mean/std, bicubic resize, center crop).
@@ -96,9 +96,7 @@ def save_model(run_dir, trained: TrainedModel, clip=None, preprocess: dict | Non
         "preprocess": dict(preprocess or DEFAULT_PREPROCESS),
         "config": trained.cfg.to_dict(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_plain(path, payload)
     if trained.checkpoint is not None:
         trained.checkpoint.discard()  # the finished model makes the resume point useless
     return path

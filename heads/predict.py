@@ -17,7 +17,7 @@ folder, a comma and a space, the class id as four digits: `xxxx.jpg, 0042`.
 from __future__ import annotations
 
 import logging
-import os
+import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from engine import paths
+from engine import runs as run_files
+from engine.atomic import write_atomic
 from engine.classnames import class_id, class_ids  # class_id: imported from here by others
 from engine.errors import UserError
 from engine.faults import fault_point
+from engine.outputs import claim_output_file
 from engine.scratch import scratch_dir
 from features.provenance import check_fresh, find_shards
 from features.store import open_store
@@ -49,20 +52,51 @@ def format_rows(rows: Iterable[tuple[str, str]]) -> str:
 def write_predictions(rows: Iterable[tuple[str, str]], out: Path) -> tuple[Path, Path]:
     """Write the CSV (UTF-8, '\\n' line ends) and a zip holding it, both atomically."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = format_rows(rows)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(tmp, out)
+    write_atomic(out, text)
     zip_path = out.with_suffix(".zip")
-    tmp_zip = zip_path.with_name(zip_path.name + ".tmp")
-    with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        # fixed timestamp: the same predictions give the same zip bytes
-        info = zipfile.ZipInfo(out.name, date_time=(1980, 1, 1, 0, 0, 0))
-        info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, text.encode("utf-8"))
-    os.replace(tmp_zip, zip_path)
+    # fixed timestamp: the same predictions give the same zip bytes
+    info = zipfile.ZipInfo(out.name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+
+    def write_zip(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(info, text.encode("utf-8"))
+
+    write_atomic(zip_path, write_zip)
     return out, zip_path
+
+
+def claim_predictions(out: Path) -> None:
+    """Refuse an `--out` (or the zip beside it) that exists and is not predictions: the engine
+    overwrites only its own outputs (engine.outputs), never a user's document."""
+    claim_output_file(out, "a predictions CSV", _looks_like_predictions)
+    zip_path = Path(out).with_suffix(".zip")
+    claim_output_file(zip_path, f"a zip of {Path(out).name}", _predictions_zip(Path(out).name),
+                      option="the zip beside --out")  # fmt: skip
+
+
+def _looks_like_predictions(path: Path) -> bool:
+    """Every line `name, dddd` (what `write_predictions` writes)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(_ROW.fullmatch(line) for line in lines)
+
+
+def _predictions_zip(member: str):
+    def check(path: Path) -> bool:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return zf.namelist() == [member]
+        except (OSError, zipfile.BadZipFile):
+            return False
+
+    return check
+
+
+_ROW = re.compile(r".+, \d{4}")
 
 
 def source_kind(src: Path) -> str:
@@ -188,7 +222,7 @@ def _trained_weights(run: Path) -> str | None:
     import json
 
     try:
-        return json.loads((run / "config.json").read_text(encoding="utf-8")).get("weights")
+        return json.loads((run / run_files.CONFIG).read_text(encoding="utf-8")).get("weights")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -205,6 +239,7 @@ def predict_source(run: Path, src: Path, out: Path, *, batch_size: int = 64,
     from heads.tensors import resolve_device
 
     out = paths.writable_file(Path(out), "--out")
+    claim_predictions(out)
     kind = source_kind(Path(src))
     if kind == "images":  # names a CSV row cannot hold, or no file: refused before any work
         from shards.sources import list_sources

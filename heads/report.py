@@ -18,18 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import runs as run_files
+from engine.atomic import write_atomic
+
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.png"
+REPORT_FILE = run_files.REPORT
 # Where screening rounds may live in a run folder (DESIGN.md names `rounds/`).
-ROUND_DIRS = ("rounds",)
+ROUND_DIRS = (run_files.ROUNDS,)
 # The final round's per-sample scores, written beside the rounds by heads.screen.page.
-SCORES_FILE = "scores.npz"
+SCORES_FILE = run_files.SCORES
+PREFIX = run_files.ROUND_PREFIX
 SCORE_NAME = "screening score (mean percentile rank of the signals; low = suspect)"
 # Per-sample files an older round folder may hold instead, best first; weights the last resort.
 SCORE_FILES = (("combined.npy", SCORE_NAME), ("p_clean.npy", "clean posterior"),
                ("weight.npy", "sample weight (no screening scores saved)"))  # fmt: skip
-EVAL_FILES = ("eval.json", "evaluation.json", "eval/report.json")
+EVAL_FILES = (run_files.EVAL, "evaluation.json", "eval/report.json")  # older names too
 TITLES = {
     "classes": "class counts (sorted)",
     "scores": "screening scores by state",
@@ -64,7 +68,7 @@ def _read_json(path: Path):
 def _rounds_dir(run_dir: Path) -> Path | None:
     for name in ROUND_DIRS:
         folder = run_dir / name
-        if (folder / "summary.json").exists() or any(folder.glob("round_*")):
+        if (folder / run_files.SUMMARY).exists() or any(folder.glob(f"{PREFIX}*")):
             return folder
     return None
 
@@ -72,8 +76,8 @@ def _rounds_dir(run_dir: Path) -> Path | None:
 def _last_round(rounds_dir: Path | None) -> Path | None:
     if rounds_dir is None:
         return None
-    found = [p for p in rounds_dir.glob("round_*") if p.name[6:].isdigit()]
-    return max(found, key=lambda p: int(p.name[6:]), default=None)
+    found = [p for p in rounds_dir.glob(f"{PREFIX}*") if p.name[len(PREFIX) :].isdigit()]
+    return max(found, key=lambda p: int(p.name[len(PREFIX) :]), default=None)
 
 
 def _class_counts(run_dir: Path, config: dict, last_round: Path | None) -> np.ndarray | None:
@@ -111,13 +115,14 @@ def _scores(rounds_dir: Path | None, last_round: Path | None):
 
 def _history(run_dir: Path) -> list[dict] | None:
     """Per-epoch metrics: metrics.jsonl (written during training), else metrics.json."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / run_files.METRICS_LINES
     if path.exists():
         lines = path.read_text(encoding="utf-8").splitlines()
         rows = [json.loads(line) for line in lines if line.strip()]
         if rows:
             return rows
-    data = _read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else None
+    metrics = run_dir / run_files.METRICS
+    data = _read_json(metrics) if metrics.exists() else None
     return (data or {}).get("history") or None
 
 
@@ -125,14 +130,13 @@ def load_run(run_dir, evaluation: Path | None = None) -> RunData:
     """Read everything the report can show from a run folder (`evaluation`: an `engine eval
     --json` file to show instead of the run folder's own eval.json)."""
     run_dir = Path(run_dir)
-    config = (
-        _read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else {}
-    ) or {}
+    config_file = run_dir / run_files.CONFIG
+    config = (_read_json(config_file) if config_file.exists() else {}) or {}
     rounds_dir = _rounds_dir(run_dir)
     last = _last_round(rounds_dir)
     summary = (
-        _read_json(rounds_dir / "summary.json")
-        if rounds_dir and (rounds_dir / "summary.json").exists()
+        _read_json(rounds_dir / run_files.SUMMARY)
+        if rounds_dir and (rounds_dir / run_files.SUMMARY).exists()
         else None
     )
     files = [Path(evaluation)] if evaluation else [run_dir / f for f in EVAL_FILES]
@@ -292,10 +296,10 @@ def write_report(run_dir, evaluation: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     fig = build_figure(load_run(run_dir, evaluation))
     path = run_dir / REPORT_FILE
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
     log.info("report: %s", path)
     return path
 
@@ -304,6 +308,6 @@ def refresh_report(eval_json: Path) -> Path | None:
     """Re-draw the report of the run folder an `engine eval --json` file was written into,
     so its head / medium / tail panel fills; None when that folder is not a run folder."""
     run_dir = Path(eval_json).parent
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / run_files.CONFIG).is_file():
         return None
     return write_report(run_dir, evaluation=Path(eval_json))

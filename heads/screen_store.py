@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import UserError
+from engine.outputs import claim_output_dir, fresh_output_dir
+from engine.runs import SCREEN_OUTPUT
 
 
 def screening_inputs(store, text_embed: Path | None):
@@ -45,10 +47,13 @@ def screen_store(store_path: Path, cfg, out_dir: Path, *, text_embed: Path | Non
     from heads.screen.page import write_screening_page
 
     paths.writable_dir(Path(out_dir), "--out")
+    claim_output_dir(Path(out_dir), SCREEN_OUTPUT, create=False)  # refused before any work
     store = open_store(Path(store_path))
     folder, manifest, note = find_shards(store, shards)
     check_fresh(store, manifest, folder)
     inputs = screening_inputs(store, text_embed)
+    # Every round is recomputed: an earlier screening's rounds (maybe more of them) go first.
+    fresh_output_dir(Path(out_dir), SCREEN_OUTPUT)
     result = run_screening(inputs, cfg, None, out_dir)
     page = write_screening_page(out_dir, result, store, suspects=suspects, shards=folder,
                                 shards_note=note, names=names, settings=to_dict(cfg))  # fmt: skip

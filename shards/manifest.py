@@ -14,11 +14,30 @@ import json
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.outputs import OutputKind
 
 FORMAT = "engine.shards/1"
 MANIFEST_NAME = "manifest.json"
 REQUIRED_KEYS = ("format", "labeled", "classes", "shard_size", "shards", "num_samples")
 REBUILD = "rebuild it with `engine shard --force`"
+
+
+def is_engine_shards(folder: Path) -> bool:
+    """A shard folder written before marker files: an engine manifest, or finished shards'
+    progress records of an interrupted run (`shards.writer.PROGRESS_DIR`)."""
+    folder = Path(folder)
+    if any((folder / ".progress").glob("shard-*.json")):
+        return True
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+# The output-folder rule (engine.outputs): `engine shard --out` writes and `--force` clears
+# only a missing or empty folder or one of these.
+SHARDS_OUTPUT = OutputKind("shard folder", "shards", recognise=is_engine_shards)
 
 
 def read_manifest_file(path: Path) -> dict:

@@ -29,10 +29,11 @@ from engine.errors import UserError
 from engine.faults import fault_point
 from engine.jsonfile import write_json
 from engine.lock import output_lock
+from engine.outputs import claim_output_dir
 from shards.config import ShardConfig
 from shards.index import write_dali_index
 from shards.keys import make_key
-from shards.manifest import FORMAT, MANIFEST_NAME, read_manifest_file
+from shards.manifest import FORMAT, MANIFEST_NAME, SHARDS_OUTPUT, read_manifest_file
 from shards.repair import Prepared, prepare_image
 from shards.sources import Source, SourceListing, fingerprint, list_sources
 
@@ -67,7 +68,7 @@ def pack(src: Path, out: Path, cfg: ShardConfig) -> dict:
 
 def _pack_locked(listing: SourceListing, keys: list[str], fprint: str, out: Path, cfg) -> dict:
     src = listing.root
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, SHARDS_OUTPUT)  # a folder of the user's files is refused, never cleared
     if cfg.force:
         clear_outputs(out)
     finished = _finished_manifest(out, fprint)

@@ -61,3 +61,21 @@ def test_a_truncated_checkpoint_is_one_line(tmp_path):
     with pytest.raises(UserError, match="truncated or corrupt") as err:
         fit(_data(), cfg, checkpoint_dir=tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_equal_payloads_give_equal_bytes_whatever_objects_they_share(tmp_path):
+    """Issue 21.17: model.pt re-made from config.json had equal tensors but other bytes: the
+    pickle memo back-references a string the payload holds twice as one object, and writes
+    an equal copy in full."""
+    from heads.checkpoint import load_plain, save_plain
+
+    weights = {"w": torch.arange(6, dtype=torch.float16).reshape(2, 3)}
+    shared = "cosine"
+    copy = "".join(["cos", "ine"])  # equal, not the same object
+    assert copy == shared and copy is not shared
+    a = save_plain(tmp_path / "a.pt", {"w": weights, "sched": shared, "also": shared})
+    b = save_plain(tmp_path / "b.pt", {"w": weights, "sched": shared, "also": copy})
+    assert a.read_bytes() == b.read_bytes()
+    back = load_plain(b, "a model", "")
+    assert back["also"] == "cosine" and torch.equal(back["w"]["w"], weights["w"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]  # no temp files

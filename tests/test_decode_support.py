@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 from PIL import Image
-from wds2idx import IndexCreator
+
+from shards.index import write_dali_index
+
+try:  # DALI's own index writer, shipped inside DALI's wheel
+    from wds2idx import IndexCreator
+except ImportError:  # no DALI (the GPU host before DALI's wheels arrive): the engine's own
+    IndexCreator = None  # writer, which test_shard_pack checks against wds2idx where it exists
 
 # Odd geometries on purpose: portrait/landscape with fractional long sides, a long strip
 # whose short side is already 224, and a tiny image that is upsampled.
@@ -61,7 +67,9 @@ def write_shards(
                     meta["label"] = str(labels[i])
                 sample["json"] = json.dumps(meta).encode()
                 sink.write(sample)
-        if with_index:
+        if with_index and IndexCreator is None:
+            write_dali_index(out / f"{name}.tar", out / f"{name}.idx")
+        elif with_index:
             with IndexCreator(
                 str(out / f"{name}.tar"), str(out / f"{name}.idx"), verbose=False
             ) as ic:

@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,27 +39,38 @@ def dry_setup(
 
 def test_no_gpu_installs_what_ci_always_installed(tmp_path):
     lines = dry_setup(tmp_path)
-    assert len(lines) == 2 and lines[0].endswith("pip install -q -U pip")
-    assert lines[1].endswith("pip install -q -e '.[dev,dali-cuda13]'")  # registry torch
+    assert len(lines) == 3 and lines[0].endswith("pip install -q -U pip")
+    py = f"{sys.version_info[0]}{sys.version_info[1]}"
+    assert lines[1].endswith(
+        f"pip install -q --require-hashes -r requirements/lock-py{py}-cu13.txt"
+    )
+    assert lines[2].endswith("pip install -q --no-deps -e .")
 
 
-def test_cuda_12_takes_torch_and_dali_for_cuda_12(tmp_path):
+def test_cuda_12_takes_torch_from_its_index_at_the_locked_version(tmp_path):
     lines = dry_setup(tmp_path, "CUDA=12")
-    assert lines[1].endswith("--index-url https://download.pytorch.org/whl/cu128 torch torchvision")
-    assert lines[2].endswith("'.[dev,dali-cuda12]'")
+    assert lines[1].endswith("--index-url https://download.pytorch.org/whl/cu128 torch==2.14.1 "
+                             "torchvision==0.29.1")  # fmt: skip
+    assert "lock-py" in lines[2] and lines[2].endswith("-cu12.txt")
 
 
-def test_cuda_13_takes_torch_and_dali_for_cuda_13(tmp_path):
-    lines = dry_setup(tmp_path, "CUDA=13")
-    assert lines[1].endswith("--index-url https://download.pytorch.org/whl/cu130 torch torchvision")
-    assert lines[2].endswith("'.[dev,dali-cuda13]'")
+def test_cuda_13_installs_the_default_lock(tmp_path):
+    assert dry_setup(tmp_path, "CUDA=13")[1:] == dry_setup(tmp_path)[1:]
 
 
 @pytest.mark.parametrize(("driver", "variant"), [("12.4", "12"), ("13.0", "13"), ("14.1", "13")])
 def test_default_follows_the_drivers_cuda(tmp_path, driver, variant):
     lines = dry_setup(tmp_path, driver_cuda=driver)
-    assert lines[-1].endswith(f"'.[dev,dali-cuda{variant}]'")
-    assert f"whl/cu1{'28' if variant == '12' else '30'} torch" in lines[1]
+    assert f"-cu{variant}.txt" in lines[-2]
+
+
+def test_every_lock_pins_with_hashes_and_the_cuda_12_ones_have_no_torch():
+    for lock in sorted((ROOT / "requirements").glob("lock-py3*-cu1*.txt")):
+        text = lock.read_text()
+        assert "--hash=sha256:" in text and "zarr==3.1." in text, lock.name
+        assert ("\ntorch==" in text) == lock.name.endswith("cu13.txt"), lock.name
+    names = {p.name for p in (ROOT / "requirements").glob("lock-*.txt")}
+    assert {f"lock-py3{m}-cu{c}.txt" for m in (11, 12) for c in (12, 13)} <= names
 
 
 def test_an_unsupported_cuda_is_refused_in_one_line(tmp_path):
@@ -69,7 +81,7 @@ def test_an_unsupported_cuda_is_refused_in_one_line(tmp_path):
     assert "CUDA=11: this project installs builds for CUDA=12 or CUDA=13" in out.stderr
 
 
-def test_the_dali_extras_name_one_wheel_each():
+def test_the_dali_extras_name_one_wheel_each():  # `make lock` resolves them
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
@@ -80,6 +92,6 @@ def test_the_dali_extras_name_one_wheel_each():
 
 
 def test_an_unrelated_cuda_variable_in_the_environment_is_ignored(tmp_path):
-    assert dry_setup(tmp_path, env_cuda="/usr/local/cuda")[-1].endswith("'.[dev,dali-cuda13]'")
-    assert len(dry_setup(tmp_path, env_cuda="/usr/local/cuda")) == 2  # no torch index
-    assert dry_setup(tmp_path, env_cuda="12")[-1].endswith("'.[dev,dali-cuda12]'")
+    assert dry_setup(tmp_path, env_cuda="/usr/local/cuda")[1].endswith("-cu13.txt")
+    assert len(dry_setup(tmp_path, env_cuda="/usr/local/cuda")) == 3  # no torch index
+    assert dry_setup(tmp_path, env_cuda="12")[2].endswith("-cu12.txt")

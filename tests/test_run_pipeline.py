@@ -268,4 +268,5 @@ def test_a_weights_file_is_stamped_by_its_path_so_config_finds_it(tmp_path):
     run = tmp_path / "runs" / "r"
     result = train(tmp_path, "--features", store, "--rounds", 0, "--weights", weights, "--out", run)
     assert result.exit_code == 0, result.output
-    assert json.loads((run / "config.json").read_text())["weights"] == str(weights)
+    stamped = json.loads((run / "config.json").read_text())["weights"]
+    assert (run / stamped).resolve() == weights.resolve()  # relative to config.json's folder

@@ -103,3 +103,19 @@ def test_compiled_trunk_does_not_recompile_for_the_padded_last_batch(monkeypatch
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
     tokens = runner.trunk_tokens(torch.randn(1, 5, 3, 224, 224))  # padded to 8: no recompile
     assert tokens.shape == (5, 50, 64)
+
+
+@pytest.mark.gpu
+def test_host_copies_run_on_their_own_stream_after_the_compute():
+    """The device-to-host copies go on `copy_stream`, not the compute stream, and still give
+    the synchronous results (the copy stream waits for the batch's compute)."""
+    visual = tiny_clip().model.visual
+    runner = TrunkRunner(visual, 2, torch.device("cuda"))
+    assert runner.copy_stream != torch.cuda.current_stream()
+    images = torch.randn(1, 8, 3, 224, 224)
+    pending = runner.submit(images)
+    assert pending._event is not None
+    embed, tokens = pending.result()
+    want_embed, want_tokens = runner.compute(images)
+    np.testing.assert_array_equal(embed, want_embed.half().cpu().numpy())
+    np.testing.assert_array_equal(tokens, want_tokens.half().cpu().numpy())

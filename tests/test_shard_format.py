@@ -15,10 +15,12 @@ from test_decode_support import SIZES, make_jpeg, write_shards
 import shards.index
 from engine.cli import main
 from engine.errors import UserError
+from engine.outputs import claim_output_dir
 from features.meta import MetaCache
 from shards import format as fmt
 from shards.decode import make_loader
 from shards.decode.catalog import load_catalog
+from shards.manifest import SHARDS_OUTPUT
 from shards.reader import iter_samples
 
 N, SHARD_SIZE = 9, 4
@@ -130,7 +132,7 @@ def test_engine_shard_on_broken_manifest_is_one_line(tmp_path, content):
     src.mkdir(parents=True)
     (src / "a.jpg").write_bytes(make_jpeg(64, 48, seed=0))
     out = tmp_path / "out"
-    out.mkdir()
+    claim_output_dir(out, SHARDS_OUTPUT)  # an engine shard folder whose manifest broke
     (out / "manifest.json").write_text(content)
     result = CliRunner().invoke(main, ["shard", str(tmp_path / "src"), "--out", str(out)])
     assert result.exit_code != 0 and "Traceback" not in result.output

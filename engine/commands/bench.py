@@ -17,9 +17,12 @@ import click
 
 from engine import paths
 from engine.errors import UserError
+from engine.outputs import OutputKind, claim_output_dir
 
 log = logging.getLogger(__name__)
 
+# `--out`: new, empty, or an earlier bench's folder (engine.outputs; older ones by bench.json).
+BENCH_OUTPUT = OutputKind("bench folder", "bench", recognise=lambda d: (d / "bench.json").is_file())
 # Kept here, not imported from bench.suite, so `engine bench --help` stays instant.
 STAGE_NAMES = ("shard", "decode", "trunk", "features", "train", "screen", "predict", "host")
 
@@ -102,6 +105,7 @@ def command(stages: str, images, shards, out: Path, quick: bool, device: str) ->
     names = parse_stages(stages)
     if shards is not None and not (shards / "manifest.json").exists():
         raise UserError(f"{shards} holds no manifest.json; make shards with `engine shard`")
+    claim_output_dir(out, BENCH_OUTPUT)  # bench.json/.png overwrite only an earlier bench's
     from bench.report import table, write_outputs
     from bench.suite import BenchSettings, run_suite
 

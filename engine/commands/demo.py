@@ -18,6 +18,14 @@ from pathlib import Path
 import click
 
 from engine import paths
+from engine import runs as run_files
+from engine.outputs import OutputKind, fresh_output_dir
+
+# `engine demo --out X` rebuilds X only when an earlier demo made it (engine.outputs).
+# Older demos left no marker file: their demo_train.json (step 3) identifies them.
+DEMO_OUTPUT = OutputKind(
+    "demo folder", "demo", recognise=lambda d: (d / DEMO_CONFIG).is_file() and (d / "data").is_dir()
+)
 
 # Small enough for < 3 minutes on a 2-core CPU with the real ViT-B/32, large enough for a tail.
 DEMO_CLASSES = 10
@@ -25,6 +33,7 @@ DEMO_NOISE = 0.3
 DEMO_EPOCHS = {"epochs_lp": 5, "epochs_ft": 1}
 # The ViT stages already print their img/s in steps 3-4; the short bench adds the rest.
 DEMO_BENCH_STAGES = "shard,decode,train,screen"
+DEMO_CONFIG = "demo_train.json"
 
 
 def _step(title: str) -> float:
@@ -68,7 +77,7 @@ def resolve_weights(weights: str) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     default=paths.DEMO_OUT,
     show_default=True,
-    help="Folder for everything the demo writes (it is rebuilt).",
+    help="Folder for everything the demo writes: new or empty, or an earlier demo's (rebuilt).",
 )
 @click.option("--classes", type=click.IntRange(2, 200), default=DEMO_CLASSES, show_default=True)
 @click.option(
@@ -81,12 +90,9 @@ def resolve_weights(weights: str) -> str:
 @click.option("--bench/--no-bench", "with_bench", default=True, help="End with a short bench.")
 def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) -> None:
     """Generate sample data and run shard -> train -> predict -> eval -> bench on it."""
-    import shutil
-
     total = time.perf_counter()
+    fresh_output_dir(out, DEMO_OUTPUT)  # a folder of the user's is refused, never emptied
     weights = resolve_weights(weights)
-    if out.exists():
-        shutil.rmtree(out)
     info = _generate(out, classes, seed)
     shards = out / "shards"
     start = _step("2/6 shard: pack, repair, reject")
@@ -107,11 +113,11 @@ def command(out: Path, classes: int, weights: str, seed: int, with_bench: bool) 
     click.secho(
         f"\ndemo finished in {time.perf_counter() - total:.0f} s; outputs in {out}", bold=True
     )
-    click.echo(f"report: {run / 'report.png'}   predictions: {pred}")
+    click.echo(f"report: {run / run_files.REPORT}   predictions: {pred}")
     from heads.screen.suspects import mislabeled_share
 
-    page = run / "rounds" / "suspects.html"
-    hits, top = mislabeled_share(page.with_name("suspects.csv"), info.noisy, top=20)
+    page = run / run_files.ROUNDS / run_files.SUSPECTS_PAGE
+    hits, top = mislabeled_share(page.with_name(run_files.SUSPECTS_CSV), info.noisy, top=20)
     click.echo(f"suspects page: {page} (open it in a browser; {hits} of its {top} most suspicious "
                f"flagged files are truly mislabeled, per {info.root / 'train_truth.csv'})")  # fmt: skip
 
@@ -137,7 +143,7 @@ def _train(out: Path, shards: Path, run: Path, weights: str, seed: int) -> None:
     start = _step("3/6 train: cache features, screen labels (2 rounds), train last 2 blocks")
     # Fewer epochs than the default (10 + 5) keep the demo under 3 minutes on a 2-core CPU
     # (each screening round trains two cross-fitted tails); everything else is the default.
-    config = out / "demo_train.json"
+    config = out / DEMO_CONFIG
     config.write_text(json.dumps({"train": DEMO_EPOCHS}))
     _run(["train", "--config", str(config), "--shards", str(shards / "train"),
           "--features", str(out / "features" / "train.zarr"), "--unfreeze-last", "2",
@@ -149,5 +155,5 @@ def _evaluate(info, shards: Path, run: Path, pred: Path) -> None:
     """Step 5: score against the hidden labels (`eval --json` into the run redraws its report)."""
     start = _step("5/6 evaluate against the hidden test labels")
     _run(["eval", str(pred), str(info.root / "test_labels.csv"), "--train-counts",
-          str(shards / "train" / "manifest.json"), "--json", str(run / "eval.json")])  # fmt: skip
+          str(shards / "train" / "manifest.json"), "--json", str(run / run_files.EVAL)])  # fmt: skip
     _done(start)

@@ -4,9 +4,10 @@
     engine train --features work/features/train.zarr --unfreeze-last 0 --rounds 0
     engine train --config work/runs/exp1/config.json       # re-make a run exactly
 
-The run folder gets config.json (everything needed to re-run), metrics.jsonl (one line per
-epoch), metrics.json, model.pt, checkpoint/last.pt (resume) and `<runs>/latest` points to it.
-The run itself is `heads.pipeline.run_training`; this module only reads the options.
+The run folder's files are named in `engine.runs` (config.json re-makes the run, model.pt,
+report.png, rounds/, finished.json last); `<runs>/latest` points to it. `--out` resumes an
+unfinished run and refuses a finished one or a folder of the user's (`engine.outputs`). The
+run itself is `heads.pipeline.run_training`; this module only reads the options.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import click
 
 from engine import paths
+from engine import runs as run_files
 from engine.commands.options import (
     NamesOption,
     deterministic_option,
@@ -47,8 +49,13 @@ def read_config_file(path: Path | None) -> dict:
 
 
 def merge_settings(ctx: click.Context, options: dict) -> dict:
-    """CLI options over --config file values over defaults; only explicit options override."""
+    """CLI options over --config file values over defaults; only explicit options override.
+    Relative paths in the file are relative to its folder; those of options, to the working one."""
+    from heads.pipeline import resolve_config_paths
+
     settings = read_config_file(options["config"])
+    if options["config"] is not None:
+        settings = resolve_config_paths(settings, options["config"])
     train = dict(settings.get("train") or {})
     train.update({k: options[k] for k in TRAIN_OPTIONS if options[k] is not None})
     settings["train"] = train
@@ -79,7 +86,8 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
               help="Screening rounds after round 0 (0 = no screening). [default: 2]")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Seed of batch order and views. [default: 0]")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Run folder (default: work/runs/<timestamp>); an unfinished one resumes.")  # fmt: skip
+              help="Run folder (default: a new <runs>/<timestamp>); an unfinished run resumes, a "
+              "finished one is refused.")  # fmt: skip
 @click.option("--runs", type=click.Path(path_type=Path), default=paths.RUNS, show_default=True,
               help="Folder holding run folders and the `latest` pointer.")  # fmt: skip
 @click.option("--weights", default=None,
@@ -105,8 +113,8 @@ def command(ctx: click.Context, **options) -> None:
     cfg = run_config_from(merge_settings(ctx, options))
     apply_numerics(deterministic=cfg.train.deterministic)  # before the first CUDA kernel
     run = run_training(cfg, out=options["out"])
-    page = run / "rounds" / "suspects.html"
+    page = run / run_files.ROUNDS / run_files.SUSPECTS_PAGE
     if page.is_file():
         click.echo(f"suspects page: {page}")
-    click.echo(f"report: {run / 'report.png'}")
-    click.echo(f"model: {run / 'model.pt'}")
+    click.echo(f"report: {run / run_files.REPORT}")
+    click.echo(f"model: {run / run_files.MODEL}")

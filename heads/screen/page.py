@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import runs as run_files
 from engine.errors import UserError
 from features.store import FeatureStore
 from heads.classes import class_members
@@ -42,7 +43,7 @@ from shards import thumbs as thumbs_io
 
 log = logging.getLogger(__name__)
 
-PAGE_FILE, CSV_FILE = "suspects.html", "suspects.csv"
+PAGE_FILE, CSV_FILE = run_files.SUSPECTS_PAGE, run_files.SUSPECTS_CSV
 SIGNAL_TITLES = {"knn": "kNN agreement", "model": "probe", "prototype": "prototype margin",
                  "zero_shot": "zero-shot"}  # fmt: skip
 

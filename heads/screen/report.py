@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import runs as run_files
+from engine.atomic import write_atomic
 from engine.jsonfile import write_json
 from heads.classes import class_members
 from heads.screen.partition import STATES
@@ -35,20 +37,19 @@ def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
 
 def save_round(out_dir: Path, r: int, *, state, weights, targets, proposed, labels) -> None:
     """Write one round's per-sample arrays and per-class state counts."""
-    folder = Path(out_dir) / f"round_{r}"
+    folder = Path(out_dir) / run_files.round_dir(r)
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "state.npy", state)
-    np.save(folder / "weight.npy", weights)
-    np.save(folder / "proposed.npy", proposed)
+    state_file, weight_file, proposed_file, target_file, counts_file = run_files.ROUND_FILES
+    for name, array in ((state_file, state), (weight_file, weights), (proposed_file, proposed)):
+        write_atomic(folder / name, lambda f, array=array: np.save(f, array))
     rows, cols = np.nonzero(targets)
-    np.savez_compressed(
-        folder / "target.npz", rows=rows, cols=cols, vals=targets[rows, cols], shape=targets.shape
-    )
+    sparse = {"rows": rows, "cols": cols, "vals": targets[rows, cols], "shape": targets.shape}
+    write_atomic(folder / target_file, lambda f: np.savez_compressed(f, **sparse))
     num_classes = targets.shape[1]
     per_class = np.zeros((num_classes, len(STATES)), np.int64)
     np.add.at(per_class, (labels, state), 1)
     write_json(
-        folder / "class_counts.json",
+        folder / counts_file,
         {"states": list(STATES), "counts": per_class.tolist()},
     )
 
@@ -62,4 +63,4 @@ def load_targets(path: Path) -> np.ndarray:
 
 
 def write_summary(out_dir: Path, rounds: list[dict]) -> None:
-    write_json(Path(out_dir) / "summary.json", {"rounds": rounds})
+    write_json(Path(out_dir) / run_files.SUMMARY, {"rounds": rounds})

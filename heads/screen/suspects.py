@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from engine import runs as run_files
+from engine.atomic import write_atomic
 from heads.screen.partition import CLEAN, RELABELED, STATES
 from heads.screen.signals import best_other_class
 
@@ -133,36 +134,22 @@ def mislabeled_share(csv_path: Path, wrong_paths, top: int = 20) -> tuple[int, i
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write UTF-8 text through a temp file and a rename: a reader never sees half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path
+    """Write UTF-8 text atomically (`engine.atomic`): a reader never sees half a page."""
+    return write_atomic(path, text)
 
 
-SCORES_FILE = "scores.npz"
+SCORES_FILE = run_files.SCORES
 
 
 def write_scores(out_dir: Path, result) -> Path:
     """`scores.npz` of the final round: state (N,) int8, combined and p_clean (N,) float32 and
     one (N,) array per signal (`signal_<name>`), for report.png and outside tools."""
     path = Path(out_dir) / SCORES_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "state": np.asarray(result.state, np.int8),
         "combined": np.asarray(result.combined, np.float32),
         "p_clean": np.asarray(result.p_clean, np.float32),
         **{f"signal_{k}": np.asarray(v, np.float32) for k, v in result.scores.items()},
     }
-    tmp = path.with_name("scores.tmp.npz")  # np.savez adds .npz to names without it
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    # Written to the open file: np.savez would add .npz to a temp name without it.
+    return write_atomic(path, lambda f: np.savez_compressed(f, **arrays))

@@ -4,6 +4,8 @@ Backends, one interface (`make_loader`):
     dali-gpu  DALI `mixed` decoder (nvJPEG, hardware JPEG engines), output on the GPU
     dali-cpu  DALI CPU operators (libjpeg-turbo), for machines without a GPU
     pil       Pillow in a torch DataLoader, for machines without DALI (e.g. macOS)
+    torchvision  torchvision.io.decode_jpeg: nvJPEG on the GPU when `device` is CUDA (no
+              wheel beyond torchvision), libjpeg-turbo on the CPU otherwise
     auto      dali-gpu if CUDA and DALI, else dali-cpu if DALI, else pil
 
 Usage:
@@ -20,7 +22,7 @@ from shards.cpus import available_cpus
 from shards.decode.preprocess import PREPROCESS
 
 # The one list of decode backends; features.config and the CLI import it from here.
-BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil")
+BACKENDS = ("auto", "dali-gpu", "dali-cpu", "pil", "torchvision")
 
 
 def has_dali() -> bool:
@@ -31,8 +33,9 @@ def has_dali() -> bool:
             import nvidia.dali  # noqa: F401
 
             globals()["HAS_DALI"] = True
-        except ImportError:
+        except ImportError as err:  # kept, so that a check can say why DALI is missing
             globals()["HAS_DALI"] = False
+            globals()["DALI_IMPORT_ERROR"] = f"{type(err).__name__}: {err}"
     return globals()["HAS_DALI"]
 
 
@@ -131,6 +134,10 @@ def make_loader(
         from shards.decode.pil import PilLoader
 
         return PilLoader(catalog, device=device, **common)
+    if resolved == "torchvision":
+        from shards.decode.tv import TorchvisionLoader
+
+        return TorchvisionLoader(catalog, device=device, **common)
     from shards.decode.dali import DaliLoader
 
     dali_device = "gpu" if resolved == "dali-gpu" else "cpu"
