@@ -8,9 +8,10 @@ Screening keeps its states and its confident clean set: the clean samples seed t
 means, shared covariance, each folder's initial composition), and the out-of-set state is
 the background weight. The final targets are the EM's class responsibilities (renormalised)
 and the weights 1 - the background responsibility; `rows="flagged"` replaces only the
-samples screening did not keep as clean; `gate="student"` replaces a sample only where the
-EM's class is the cross-fitted student's class (last round), so a Gaussian that is wrong for
-multi-modal or anisotropic classes cannot move a sample the student disagrees with;
+samples screening did not keep as clean; `gate="knn"` (the default) replaces a sample only
+where the EM's class is also the argmax of its neighbours' label votes ("student": of the
+last round's cross-fitted student; "student+knn": both), so a Gaussian that is wrong for
+multi-modal or anisotropic classes cannot move a sample the local evidence disagrees with;
 `use_student` multiplies the (tempered, `options.gaussian_temperature`) Gaussian likelihood by
 the student's probabilities. Bench: bench/NOISY.md ("Folder mixture").
 """
@@ -48,9 +49,11 @@ class FolderMixtureConfig:
     # Multiply the Gaussian likelihood by the cross-fitted student's probabilities.
     use_student: bool = False
     # Replace a row's target only where these signals' argmax is the EM's class (GATES).
-    # "student+knn": without it the stage lost 3.1 and 6.2 points on the realistic simulator
-    # (precision 97% -> 71%); with it no measured cell loses (bench/NOISY.md).
-    gate: str = "student+knn"
+    # "knn": ungated the stage lost 3.1-6.2 points on the realistic simulator (precision 97% ->
+    # 71%: one Gaussian per class moves clean samples of multi-modal classes); gated by the
+    # neighbours' votes it gains in all 8 measured cells (+0.05..+3.75); adding the student to
+    # the gate ("student+knn") gains less in 7 of 8 (bench/NOISY.md).
+    gate: str = "knn"
     device: str = "auto"
     options: MixtureOptions = field(default_factory=MixtureOptions)
 
