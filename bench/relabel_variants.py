@@ -5,6 +5,7 @@
         --cells realistic-size-200-20-30-200 plain-uniform-500-20-40-160 \\
         --variants gauss:none gauss:agree poe4:agree-all > out.jsonl
     python -m bench.relabel_variants --table out.jsonl      # the markdown table of NOISY.md
+    python -m bench.relabel_variants --summary out.jsonl --cache /tmp/relabel-cache
 
 A cell is VARIANT-PRIOR-K-IMB-NOISE%-MAX_PER_CLASS (the reduced grid of `bench.noisy_bench`,
 seed 0). Its screening (`ScreenConfig(seed=0)`, the engine trainer as student: the bench's
@@ -38,6 +39,7 @@ from bench.synthetic import Realism, make_noisy_features
 from heads.screen import ScreenConfig, ScreenInputs, run_screening
 from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
 from heads.screen.folder_mixture import MixtureOptions
+from heads.screen.partition import RELABELED
 from heads.screen.probe import one_hot
 
 
@@ -56,7 +58,8 @@ def load_cell(key: str, cache: Path):
         row = dict(key=key, N=len(data.labels), before=trainer.top1(result.targets, result.weights),
                    perfect=trainer.top1(weights=(~data.is_noisy).astype(np.float32)),
                    oracle=trainer.top1(one_hot(np.where(inset, data.true_labels, 0), data.num_classes),
-                                       inset.astype(np.float32)))  # fmt: skip
+                                       inset.astype(np.float32)),
+                   **_detection(result.state >= RELABELED, data.is_noisy))  # fmt: skip
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps({"row": row, "result": result}))
     cached = pickle.loads(path.read_bytes())
@@ -114,16 +117,52 @@ def table(paths) -> str:
     return "\n".join(out)
 
 
+def summary(paths, cache: Path, variants=("gauss:none", "gauss:sk-all", "gauss:k-all")) -> str:
+    """Per cell: screening's row (cached), each variant's top-1 and the last one's P/R, named
+    share and gap closed; then each variant's mean and worst change over the cells."""
+    by: dict = {}
+    for p in paths:
+        for line in Path(p).read_text().splitlines():
+            if line.startswith("{") and '"variant"' in line:
+                r = json.loads(line)
+                by.setdefault(r["cell"], {})[r["variant"]] = r
+    cells = [c for c in by if all(v in by[c] for v in variants)]
+    last = variants[-1]
+    out = [f"| cell | before (P/R) | perfect | oracle | {' | '.join(variants)} | "
+           f"{last} P/R | named | gap closed |", "|---" * (7 + len(variants)) + "|"]  # fmt: skip
+    for c in cells:
+        row = pickle.loads((cache / f"{c}.pkl").read_bytes())["row"]
+        k = by[c][last]
+        tops = " | ".join(f"{100 * by[c][v]['after']:.2f} ({100 * by[c][v]['delta']:+.2f})"
+                          for v in variants)  # fmt: skip
+        out.append(f"| {c} | {100 * row['before']:.2f} ({100 * row['precision']:.0f}/"
+                   f"{100 * row['recall']:.0f}) | {100 * row['perfect']:.2f} | "
+                   f"{100 * row['oracle']:.2f} | {tops} | {100 * k['precision']:.0f}/"
+                   f"{100 * k['recall']:.0f} | {100 * k['named']:.0f}% | "
+                   f"{100 * k['closed']:.0f}% |")  # fmt: skip
+    for v in variants:
+        d = [by[c][v]["delta"] for c in cells]
+        gap = sum(by[c][v]["oracle"] - by[c][v]["before"] for c in cells)
+        closed = [by[c][v]["closed"] for c in cells]
+        out.append(f"\n{v}: mean {100 * np.mean(d):+.2f} pts, worst {100 * min(d):+.2f}, "
+                   f"gap closed {100 * np.mean(closed):.0f}% (mean of cells), "
+                   f"{100 * sum(d) / gap:.0f}% (pooled), over {len(cells)} cells")  # fmt: skip
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=Path("bench-cache/relabel"))
     ap.add_argument("--cells", nargs="+", default=[])
     ap.add_argument("--table", nargs="+", type=Path, help="print the table of these outputs")
+    ap.add_argument("--summary", nargs="+", type=Path, help="print the per-cell summary")
     ap.add_argument("--variants", nargs="+", default=["gauss:none"])
     ap.add_argument("--before", action="store_true", help="also print screening's own row")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.table))
+    if args.summary:
+        print(summary(args.summary, args.cache))
     for key in args.cells:
         data, inputs, trainer, result, row = load_cell(key, args.cache)
         signals = last_round_signals(result, inputs, ScreenConfig(seed=0))
