@@ -1,11 +1,11 @@
 """Variants of the folder-mixture stage on cached screening results (bench/NOISY.md,
-"Folder mixture: safety on geometry it does not assume").
+"Gated by the neighbours' votes").
 
-    python -m bench.relabel_variants --cache /tmp/relabel-cache \\
+    python -m bench.relabel_variants \\
         --cells realistic-size-200-20-30-200 plain-uniform-500-20-40-160 \\
         --variants gauss:none gauss:agree poe4:agree-all > out.jsonl
     python -m bench.relabel_variants --table out.jsonl      # the markdown table of NOISY.md
-    python -m bench.relabel_variants --summary out.jsonl --cache /tmp/relabel-cache
+    python -m bench.relabel_variants --summary out.jsonl     # per-cell summary (reads the cache)
 
 A cell is VARIANT-PRIOR-K-IMB-NOISE%-MAX_PER_CLASS (the reduced grid of `bench.noisy_bench`,
 seed 0). Its screening (`ScreenConfig(seed=0)`, the engine trainer as student: the bench's
@@ -152,7 +152,7 @@ def summary(paths, cache: Path, variants=("gauss:none", "gauss:sk-all", "gauss:k
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", type=Path, default=Path("bench-cache/relabel"))
+    ap.add_argument("--cache", type=Path, default=Path("work/bench-cache/relabel"))
     ap.add_argument("--cells", nargs="+", default=[])
     ap.add_argument("--table", nargs="+", type=Path, help="print the table of these outputs")
     ap.add_argument("--summary", nargs="+", type=Path, help="print the per-cell summary")
