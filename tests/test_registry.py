@@ -76,7 +76,9 @@ def test_a_new_registry_entry_appears_in_help_and_passes_validation(new_entries)
     from heads.screen.config import ScreenConfig
     from heads.screen.probe import ProbeConfig
 
-    help_text = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
+    # A wide terminal: click wraps help at hyphens, and the list grows with every extension.
+    result = CliRunner().invoke(main, ["train", "--help"], terminal_width=1000)
+    help_text = " ".join(result.output.split())
     for name in ("margin", "wide", "my-extra", "gce", "cosine", "dfr"):
         assert name in help_text, name
     cfg = TrainConfig(loss="margin", head="wide")
