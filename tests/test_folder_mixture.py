@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from engine.errors import UserError
 from heads.screen import ScreenConfig, ScreenInputs, ScreenResult
 from heads.screen.evidence import Evidence
 from heads.screen.extras.base import RoundView
@@ -267,7 +268,9 @@ def test_tempered_gaussian_times_student_keeps_the_multimodal_class():
         return (relabel(base, inputs, cfg, {"model": student}).targets.argmax(1) == true)[clean]
 
     assert clean_kept(1.0).mean() < 0.85 and clean_kept(4.0).mean() == 1.0
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(
+        UserError, match="gaussian_temperature must be a finite number in \\(0, inf\\)"
+    ):
         MixtureOptions(gaussian_temperature=0)
 
 

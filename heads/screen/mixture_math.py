@@ -7,8 +7,11 @@ passes over the (N, .) rows, so both give the same parameters from the same stat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
+
+from engine.ranges import NON_NEGATIVE, POSITIVE, UNIT, Interval, check_ranges
 
 LIKELIHOODS = ("gaussian", "both")
 
@@ -40,7 +43,14 @@ class MixtureOptions:
     # Row block of the torch pass: (block, K) float32 logits, 98 MB at 16k x 1500.
     block_rows: int = 16384
 
+    RANGES: ClassVar[dict[str, Interval]] = {
+        "catch_all": Interval(0.0, 1.0, low_open=True, high_open=True), "shrink": UNIT,
+        "tail_strength": NON_NEGATIVE, "dirichlet": NON_NEGATIVE,
+        "consensus_weight": NON_NEGATIVE, "gaussian_temperature": POSITIVE,
+    }  # fmt: skip
+
     def __post_init__(self):
+        check_ranges(self, self.RANGES, "folder_mixture.options")
         if self.iters < 1 or self.neighbours < 0 or self.block_rows < 1:
             raise ValueError(f"need iters >= 1, neighbours >= 0, block_rows >= 1: {self}")
         if not self.gaussian_temperature > 0:

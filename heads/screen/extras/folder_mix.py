@@ -19,9 +19,11 @@ the student's probabilities. Bench: bench/NOISY.md ("Folder mixture").
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 
+from engine.ranges import UNIT, Interval, check_ranges
 from heads.screen.extras.base import Extra, register_extra
 from heads.screen.folder_mixture import MixtureOptions, fit_folder_mixture
 from heads.screen.partition import CLEAN, OUT_OF_SET
@@ -57,7 +59,10 @@ class FolderMixtureConfig:
     device: str = "auto"
     options: MixtureOptions = field(default_factory=MixtureOptions)
 
+    RANGES: ClassVar[dict[str, Interval]] = {"background": UNIT, "background_floor": UNIT}
+
     def __post_init__(self):
+        check_ranges(self, self.RANGES, "folder_mixture")
         if self.rows not in ROWS:
             raise ValueError(f"folder-mixture rows must be one of {ROWS}, got {self.rows!r}")
         if self.gate not in GATES:
