@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from bench.synthetic import FLIP_PRIORS, Realism, make_noisy_features
 from heads.screen import ScreenConfig, ScreenInputs, extras, run_screening
+from heads.screen.evidence import frozen_evidence
 from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
 from heads.screen.partition import RELABELED
 from heads.screen.probe import ProbeConfig, cross_fit_logits, one_hot, probe_train_fn, train_probe
@@ -157,6 +158,17 @@ def _baselines(data, trainer: _Trainer, seed: int) -> dict:
     }
 
 
+def last_round_signals(result, inputs, cfg: ScreenConfig) -> dict:
+    """The last round's (N, K) distributions by evidence name, as the folder-mixture extra
+    sees them: the frozen ones recomputed, the cross-fitted student's ("model") recovered
+    from the consensus (the mean of the student's and the frozen ones, heads.screen.rounds)."""
+    frozen = {name: e.probs for name, e in frozen_evidence(inputs, cfg).items()
+              if e.probs is not None}  # fmt: skip
+    probs = result.consensus.astype(np.float64) * (1 + len(frozen)) - sum(frozen.values())
+    probs = np.clip(probs, 0, None)
+    return {"model": probs / np.maximum(probs.sum(1, keepdims=True), 1e-12), **frozen}
+
+
 def _engine(data, trainer: _Trainer, cfg: ScreenConfig) -> dict:
     """`engine train` without and with `--rounds`: the trainer is student and final model;
     screening without the folder-mixture stage, then the same result relabeled by it."""
@@ -165,7 +177,7 @@ def _engine(data, trainer: _Trainer, cfg: ScreenConfig) -> dict:
     before_cfg = replace(cfg, extras=tuple(e for e in cfg.extras if e != MIXTURE))
     res = run_screening(inputs, before_cfg, trainer.train_fn)
     seconds = time.perf_counter() - start
-    mixed = relabel(res, inputs, FolderMixtureConfig())
+    mixed = relabel(res, inputs, FolderMixtureConfig(), last_round_signals(res, inputs, cfg))
     flipped = (data.noise_kind == 1) | (data.noise_kind == 2)
     moved = mixed.mixture_class != data.labels
     return {

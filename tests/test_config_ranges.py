@@ -16,10 +16,13 @@ from engine.errors import UserError
 from features.config import FeatureConfig
 from heads.config import TrainConfig
 from heads.screen.config import ScreenConfig
+from heads.screen.extras.folder_mix import FolderMixtureConfig
+from heads.screen.mixture_math import MixtureOptions
 from heads.screen.probe import ProbeConfig
 from shards.config import ShardConfig
 
-CONFIGS = (TrainConfig, ScreenConfig, ProbeConfig, FeatureConfig, ShardConfig)
+CONFIGS = (TrainConfig, ScreenConfig, ProbeConfig, FeatureConfig, ShardConfig,
+           FolderMixtureConfig, MixtureOptions)  # fmt: skip
 
 
 def _float_fields(cls) -> list[str]:

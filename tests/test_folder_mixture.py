@@ -2,10 +2,15 @@
 deterministic, torch equals the NumPy reference, and the tail prior and the background
 weight act as documented; the `folder-mixture` extra feeds the final targets."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from engine.errors import UserError
 from heads.screen import ScreenConfig, ScreenInputs, ScreenResult
+from heads.screen.evidence import Evidence
+from heads.screen.extras.base import RoundView
 from heads.screen.extras.folder_mix import (
     FolderMixture,
     FolderMixtureConfig,
@@ -135,14 +140,14 @@ def _screened(per_folder=60):
 def test_extra_feeds_targets_and_names_a_class():
     inputs, base, true = _screened()
     assert ScreenConfig(extras=("folder-mixture",)).extras == ("folder-mixture",)
-    res = FolderMixture(FolderMixtureConfig(device="cpu")).on_result(base, inputs)
+    res = FolderMixture(FolderMixtureConfig(device="cpu", gate="off")).on_result(base, inputs)
     assert res.mixture_class.shape == true.shape and res.mixture_prob.dtype == np.float32
     assert (res.mixture_class == true).mean() > 0.95
     np.testing.assert_allclose(res.targets.sum(1), 1, atol=1e-5)
     assert np.array_equal(res.targets.argmax(1), res.mixture_class)
     assert (res.weights > 0.9).all()  # no out-of-set state: every sample keeps its weight
     # rows="flagged" leaves the clean samples' targets as screening made them.
-    flagged = relabel(base, inputs, FolderMixtureConfig(rows="flagged", device="cpu"))
+    flagged = relabel(base, inputs, FolderMixtureConfig(rows="flagged", gate="off", device="cpu"))
     clean = base.state == CLEAN
     np.testing.assert_array_equal(flagged.targets[clean], base.targets[clean])
     assert (flagged.targets[~clean].argmax(1) == true[~clean]).mean() > 0.95
@@ -155,3 +160,135 @@ def test_background_weights_follow_the_out_of_set_state_and_bad_config_fails():
         FolderMixtureConfig(rows="some")
     with pytest.raises(ValueError, match="background"):
         FolderMixtureConfig(background=0.01, background_floor=0.1)
+
+
+def _two_mode_folders(seed=0, per_mode=60, dim=8):
+    """Both classes have two sub-clusters (male / female): class 0 along one axis, class 1
+    along another, so class 1's one-Gaussian mean sits on class 0's second mode and the EM
+    pulls that mode's CLEAN samples into class 1. Each folder also holds flips from the other
+    class. The student (a nearest-sub-cluster classifier: it can represent modes) is right."""
+    rng = np.random.default_rng(seed)
+    e = np.eye(dim)
+    modes = [[-3.0 * e[0], 3.0 * e[0]], [3.0 * e[0] + 2.0 * e[1], 3.0 * e[0] - 2.0 * e[1]]]
+    parts, labels, true = [], [], []
+    for folder, cls, centre, count in [
+        (0, 0, 0, per_mode),
+        (0, 0, 1, per_mode),
+        (1, 1, 0, per_mode),
+        (1, 1, 1, per_mode),
+        (0, 1, 0, per_mode // 2),
+        (1, 0, 0, per_mode // 2),
+    ]:
+        parts.append(modes[cls][centre] + 0.4 * rng.standard_normal((count, dim)))
+        labels += [folder] * count
+        true += [cls] * count
+    embed, labels, true = np.concatenate(parts), np.array(labels), np.array(true)
+    dist = np.stack([np.min([((embed - c) ** 2).sum(1) for c in cs], 0) for cs in modes], 1)
+    student = np.exp(-(dist - dist.min(1, keepdims=True)) / (2 * 0.4**2 * dim))
+    student /= student.sum(1, keepdims=True)
+    return embed.astype(np.float32), labels, true, student
+
+
+def _two_mode_result(embed, labels, true):
+    n, k = len(labels), 2
+    clean = true == labels
+    hard = np.eye(k, dtype=np.float32)[labels]
+    state = np.where(clean, CLEAN, 3).astype(np.int8)
+    return ScreenInputs(embed, labels, k), ScreenResult(
+        state, hard, clean.astype(np.float32), labels, np.zeros(n), np.zeros(n, np.float32),
+        {}, hard)  # fmt: skip
+
+
+def test_gates_keep_clean_samples_of_a_multimodal_class():
+    """Ungated, the one-Gaussian EM moves clean samples of class 0's near mode into class 1;
+    gated by the student, the neighbours' votes (the default) or both it does not, and still
+    names the flips (all where the gate is the student; >= 90% where it is the neighbours':
+    a flip among flips keeps screening's target)."""
+    embed, labels, true, student = _two_mode_folders()
+    inputs, base = _two_mode_result(embed, labels, true)
+    signals = {"model": student, "knn": _knn_votes(embed, labels)}
+    opts = MixtureOptions(neighbours=1, tail_strength=1.0)
+    clean = base.state == CLEAN
+
+    def right(**kw):
+        out = relabel(base, inputs, FolderMixtureConfig(device="cpu", options=opts, **kw), signals)
+        return out.targets.argmax(1) == true
+
+    assert right(gate="off")[clean].mean() < 0.85
+    assert right(gate="student")[clean].all() and right(gate="student")[~clean].all()
+    assert FolderMixtureConfig().gate == "knn"
+    for gated in (right(), right(gate="student+knn")):
+        assert gated[clean].all() and gated[~clean].mean() >= 0.9
+
+
+def _knn_votes(embed, labels, k=10):
+    """(N, 2) share of each folder among a sample's k nearest other samples."""
+    dist = ((embed[:, None] - embed[None]) ** 2).sum(-1)
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.argsort(dist, 1, kind="stable")[:, :k]
+    return np.stack([(labels[nearest] == c).mean(1) for c in range(2)], 1)
+
+
+def test_extra_gates_with_the_last_rounds_student_and_knn_and_needs_them():
+    embed, labels, true, student = _two_mode_folders()
+    inputs, base = _two_mode_result(embed, labels, true)
+    cfg = FolderMixtureConfig(device="cpu", gate="student+knn",
+                              options=MixtureOptions(neighbours=1, tail_strength=1.0))  # fmt: skip
+    extra = FolderMixture(cfg)
+    with pytest.raises(ValueError, match="knn"):
+        extra.on_result(base, inputs)  # no round seen: no signals to gate with
+    votes = _knn_votes(embed, labels)
+    n = np.zeros(len(labels))
+    view = RoundView(
+        inputs, ScreenConfig(), {"knn": Evidence(n, votes), "model": Evidence(n, student)}
+    )
+    extra.on_targets(base.targets, base.weights, None, view)
+    out = extra.on_result(base, inputs)
+    signals = {"model": student, "knn": votes}
+    np.testing.assert_array_equal(out.targets, relabel(base, inputs, cfg, signals).targets)
+    clean = base.state == CLEAN
+    assert (out.targets.argmax(1) == true)[clean].all()  # the near mode is kept
+    # the flips are named, but where a flip's neighbours are flips too the gate keeps screening's
+    assert (out.targets.argmax(1) == true)[~clean].mean() >= 0.9
+    with pytest.raises(ValueError, match="gate"):
+        FolderMixtureConfig(gate="some")
+
+
+def test_tempered_gaussian_times_student_keeps_the_multimodal_class():
+    """use_student: at T = 1 the Gaussian still dominates the product and moves the near
+    mode's clean samples; at T = 4 the student leads and keeps them (bench/NOISY.md: on the
+    bench, tempering alone did not make the stage safe; the gate did)."""
+    embed, labels, true, student = _two_mode_folders()
+    inputs, base = _two_mode_result(embed, labels, true)
+    clean = base.state == CLEAN
+
+    def clean_kept(temperature):
+        opts = MixtureOptions(neighbours=1, tail_strength=1.0, gaussian_temperature=temperature)
+        cfg = FolderMixtureConfig(device="cpu", gate="off", use_student=True, options=opts)
+        return (relabel(base, inputs, cfg, {"model": student}).targets.argmax(1) == true)[clean]
+
+    assert clean_kept(1.0).mean() < 0.85 and clean_kept(4.0).mean() == 1.0
+    with pytest.raises(
+        UserError, match="gaussian_temperature must be a finite number in \\(0, inf\\)"
+    ):
+        MixtureOptions(gaussian_temperature=0)
+
+
+def test_screening_with_the_extra_equals_the_bench_stage_on_recovered_signals():
+    """`ScreenConfig(extras=("folder-mixture",))` (the gate reads the last round's student
+    and kNN votes) gives what the bench computes from the result without the extra and the
+    signals recovered from its consensus (`bench.noisy_bench.last_round_signals`)."""
+    from bench.noisy_bench import last_round_signals
+    from bench.synthetic import Realism, make_noisy_features
+    from heads.screen import run_screening
+
+    data = make_noisy_features(num_classes=8, imbalance=3, noise=0.3, max_per_class=30,
+                               realism=Realism(), seed=0)  # fmt: skip
+    inputs = ScreenInputs(data.embed, data.labels, data.num_classes, data.text_embed)
+    cfg = ScreenConfig(rounds=1, seed=0, device="cpu")
+    with_extra = run_screening(inputs, replace(cfg, extras=("folder-mixture",)))
+    before = run_screening(inputs, cfg)
+    signals = last_round_signals(before, inputs, cfg)
+    bench = relabel(before, inputs, FolderMixtureConfig(), signals)
+    np.testing.assert_allclose(with_extra.targets, bench.targets, atol=1e-5)
+    np.testing.assert_array_equal(with_extra.mixture_class, bench.mixture_class)

@@ -91,7 +91,7 @@ def fit_folder_mixture_reference(embed, labels, num_classes, *, seed_mask, backg
     log_cons = None if consensus is None else np.log(np.asarray(consensus, np.float64) + 1e-6)
     for it in range(opts.iters + 1):
         w, bias = state.linear()
-        like = x @ w.T + bias  # (N, K) class log-likelihoods, up to a term of x alone
+        like = (x @ w.T + bias) / opts.gaussian_temperature  # (N, K), up to a term of x alone
         if log_cons is not None:
             like += opts.consensus_weight * log_cons
         logit = like + np.log(state.composition())[labels] + log_nb[:, None]
@@ -167,7 +167,7 @@ def _torch_pass(x, y, lb, lnb, cons, p, opts, num_classes, keep: bool):
     for lo in range(0, n, opts.block_rows):
         rows = slice(lo, min(lo + opts.block_rows, n))
         xb, yb = x[rows], y[rows]
-        like = xb @ p["w"] + p["bias"]
+        like = (xb @ p["w"] + p["bias"]) / opts.gaussian_temperature
         if cons is not None:
             cb = torch.as_tensor(cons[rows], dtype=torch.float32, device=x.device)
             like += opts.consensus_weight * torch.log(cb + 1e-6)

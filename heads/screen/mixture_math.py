@@ -7,8 +7,11 @@ passes over the (N, .) rows, so both give the same parameters from the same stat
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
+
+from engine.ranges import NON_NEGATIVE, POSITIVE, UNIT, Interval, check_ranges
 
 LIKELIHOODS = ("gaussian", "both")
 
@@ -33,12 +36,25 @@ class MixtureOptions:
     dirichlet: float = 0.5
     # "both": the screening consensus (N, K) multiplies the Gaussian likelihood (power below).
     consensus_weight: float = 1.0
+    # Power 1/T of the Gaussian likelihood (a tempered product of experts with a
+    # discriminative likelihood): T > 1 keeps the composition/prior machinery but stops a
+    # density that is wrong for multi-modal or anisotropic classes from dominating.
+    gaussian_temperature: float = 1.0
     # Row block of the torch pass: (block, K) float32 logits, 98 MB at 16k x 1500.
     block_rows: int = 16384
 
+    RANGES: ClassVar[dict[str, Interval]] = {
+        "catch_all": Interval(0.0, 1.0, low_open=True, high_open=True), "shrink": UNIT,
+        "tail_strength": NON_NEGATIVE, "dirichlet": NON_NEGATIVE,
+        "consensus_weight": NON_NEGATIVE, "gaussian_temperature": POSITIVE,
+    }  # fmt: skip
+
     def __post_init__(self):
+        check_ranges(self, self.RANGES, "folder_mixture.options")
         if self.iters < 1 or self.neighbours < 0 or self.block_rows < 1:
             raise ValueError(f"need iters >= 1, neighbours >= 0, block_rows >= 1: {self}")
+        if not self.gaussian_temperature > 0:
+            raise ValueError(f"need gaussian_temperature > 0: {self}")
         if not (0 < self.catch_all < 1 and 0 <= self.shrink <= 1):
             raise ValueError(f"need 0 < catch_all < 1 and 0 <= shrink <= 1: {self}")
 
