@@ -42,7 +42,10 @@ from dataclasses import replace
 import numpy as np
 from tqdm import tqdm
 
+import heads.trainer
 from bench.synthetic import FLIP_PRIORS, Realism, make_noisy_features
+from features.store import FeatureStore
+from heads.config import TrainConfig
 from heads.screen import ScreenConfig, ScreenInputs, extras, run_screening
 from heads.screen.evidence import frozen_evidence
 from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
@@ -98,9 +101,6 @@ class _Trainer:
     """`heads.trainer.fit` (k = 0, CPU) on the in-memory set: top-1 and a screening train_fn."""
 
     def __init__(self, data, loss: str = "ce"):
-        from features.store import FeatureStore
-        from heads.config import TrainConfig
-
         classes = [f"{c:04d}" for c in range(data.num_classes)]
         self.data = data
         self.train = FeatureStore.from_arrays(embed=data.embed, labels=data.labels, classes=classes)
@@ -110,10 +110,8 @@ class _Trainer:
         self.cfg = TrainConfig(device="cpu", loss=loss)
 
     def fit(self, targets=None, weights=None, indices=None, loss: str | None = None):
-        from heads.trainer import fit
-
         cfg = replace(self.cfg, loss=loss) if loss else self.cfg
-        return fit(self.train, cfg, targets, weights, indices=indices)
+        return heads.trainer.fit(self.train, cfg, targets, weights, indices=indices)
 
     def top1(self, targets=None, weights=None, loss: str | None = None) -> float:
         model = self.fit(targets, weights, loss=loss)
@@ -132,7 +130,7 @@ def _probe_top1(data, rows, targets, weights) -> float:
 
 def _cleanlab_issues(data, train_fn, hard, ones, seed: int) -> np.ndarray:
     """cleanlab's `find_label_issues` on 5-fold out-of-fold probabilities of `train_fn`."""
-    from cleanlab.filter import find_label_issues
+    from cleanlab.filter import find_label_issues  # deferred: a dev-only baseline dependency
 
     logits = cross_fit_logits(train_fn, data.labels, hard, ones, folds=5, seed=seed)
     return find_label_issues(data.labels, softmax(logits))
