@@ -111,3 +111,15 @@ def test_bench_stages_refuse_a_duplicate_and_keep_their_order():
         suite.stage("shard")(lambda ctx: [])
     with pytest.raises(ValueError, match=r"unknown bench stage 'nope'; choose one of \["):
         suite.run_stage("nope", None)
+
+
+def test_help_never_splits_a_registered_name_across_lines():
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.commands.options import extra_names, head_names, loss_names
+
+    # The default 80 columns: click's own wrapping broke `srrs-mixup` at its hyphen.
+    words = set(CliRunner().invoke(main, ["train", "--help"]).output.replace(",", " ").split())
+    for name in (*extra_names(), *head_names(), *loss_names()):
+        assert name in words or f"{name}." in words, name

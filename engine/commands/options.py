@@ -8,6 +8,7 @@ importing it would make every `--help` take seconds instead of a few hundredths.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 
 import click
@@ -37,8 +38,11 @@ def extra_names() -> list[str]:
 
 
 class NamesOption(click.Option):
-    """An option whose help ends with the valid names of a registry ("{names}" in `help`),
-    filled in only when the help is shown."""
+    """An option whose help ends with the valid names of a registry, listed only when the help
+    is shown (listing imports the registry's module)."""
+
+    # Wrap width of the names: click's option-help column at its 80-column default.
+    NAMES_WIDTH = 44
 
     def __init__(self, *args, names: Callable[[], list[str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -46,11 +50,19 @@ class NamesOption(click.Option):
 
     def get_help_record(self, ctx: click.Context):
         template = self.help
-        self.help = (template or "").replace("{names}", ", ".join(self.names()))
+        self.help = f"{template or ''}\n\n{names_paragraph(self.names(), self.NAMES_WIDTH)}"
         try:
             return super().get_help_record(ctx)
         finally:
             self.help = template
+
+
+def names_paragraph(names: list[str], width: int) -> str:
+    """The names as a paragraph click prints as it is (`\\b`): click's own wrapping breaks
+    lines at hyphens, which split `srrs-mixup` in two; here lines break between names only."""
+    lines = textwrap.wrap(", ".join(names) + ".", width, break_on_hyphens=False,
+                          break_long_words=False)  # fmt: skip
+    return "\b\nChoices: " + "\n".join(lines)
 
 
 def screen_extra_option(func):
@@ -62,7 +74,7 @@ def screen_extra_option(func):
         callback=check_screen_extras,
         cls=NamesOption,
         names=extra_names,
-        help="Screening extra to switch on (repeatable): {names}.",
+        help="Screening extra to switch on (repeatable).",
     )(func)
 
 

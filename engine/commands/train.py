@@ -97,9 +97,9 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
               path_type=Path), default=None,
               help="CSV 'folder, name' per class: zero-shot signal and text-initialised head.")  # fmt: skip
 @click.option("--loss", default=None, cls=NamesOption, names=loss_names,
-              help="Loss: {names}. [default: ce after screening, gce with --rounds 0]")  # fmt: skip
+              help="Loss. [default: ce after screening, gce with --rounds 0]")  # fmt: skip
 @click.option("--head", default=None, cls=NamesOption, names=head_names,
-              help="Classifier head: {names}. [default: cosine]")  # fmt: skip
+              help="Classifier head. [default: cosine]")  # fmt: skip
 @screen_extra_option
 @deterministic_option
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
