@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_decode_backends import collect, jpegs, labeled, reference  # noqa: F401, F811
+from test_decode_backends import (  # noqa: F401, F811
+    assert_matches_pil,
+    collect,
+    jpegs,
+    labeled,
+    reference,
+)
 
 from shards.decode import BACKENDS, make_loader, resolve_backend
 
@@ -25,14 +31,7 @@ def test_torchvision_is_a_backend_and_resolves_without_dali(monkeypatch):
 
 
 def test_torchvision_matches_pil_on_every_view(labeled):  # noqa: F811
-    tv, i1 = collect(
-        make_loader(labeled, backend="torchvision", batch_size=5, views=3, seed=4, workers=1)
-    )
-    pil, i2 = collect(make_loader(labeled, backend="pil", batch_size=5, views=3, seed=4, workers=0))
-    assert torch.equal(i1, i2)
-    for v in range(3):
-        diff = (tv[v] - pil[v]).abs()
-        assert diff.max() <= TV_MAX_ABS and diff.mean() <= TV_MEAN_ABS, (v, diff.max(), diff.mean())
+    assert_matches_pil(labeled, "torchvision", 1, TV_MAX_ABS, TV_MEAN_ABS)
 
 
 def test_torchvision_matches_open_clip(labeled, reference):  # noqa: F811
