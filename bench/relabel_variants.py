@@ -20,7 +20,8 @@ oracle; result: the ScreenResult). A variant is LIKELIHOOD:GATE:
               samples where the EM and the student agree on another class than the folder),
               sk / sk-all (as agree / agree-all, and the kNN votes must agree too),
               k-all (as agree-all with the kNN votes in place of the student)
-One JSON line per (cell, variant): top-1 before/after, oracle, perfect screening, detection
+LIKELIHOOD may end in +KEY=VALUE settings of `MixtureOptions` (gauss+modes=1: one mean per
+class, the first version). One JSON line per (cell, variant): top-1 before/after, oracle, perfect screening, detection
 precision/recall (flagged = final class differs from the folder, or weight < 0.5) and the
 share of flipped samples whose final class is their true class.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,7 @@ def load_cell(key: str, cache: Path):
 
 GATE_SPECS = {
     "none": ("all", "off"),
+    "off": ("all", "off"),
     "flagged": ("flagged", "off"),
     "agree": ("flagged", "student"),
     "agree-all": ("all", "student"),
@@ -78,12 +81,15 @@ GATE_SPECS = {
 
 
 def stage_config(likelihood: str, gate: str) -> FolderMixtureConfig:
+    likelihood, *sets = likelihood.split("+")
+    opts = MixtureOptions(**{k: type(getattr(MixtureOptions, k))(v)
+                             for k, v in (s.split("=") for s in sets)})  # fmt: skip
     if likelihood == "gauss":
-        opts, disc = MixtureOptions(), False
+        disc = False
     elif likelihood == "student":
-        opts, disc = MixtureOptions(gaussian_temperature=1e6), True
+        opts, disc = replace(opts, gaussian_temperature=1e6), True
     else:  # poeT
-        opts, disc = MixtureOptions(gaussian_temperature=float(likelihood[3:])), True
+        opts, disc = replace(opts, gaussian_temperature=float(likelihood[3:])), True
     rows, gate_name = GATE_SPECS[gate]
     return FolderMixtureConfig(device="cpu", rows=rows, gate=gate_name, use_student=disc,
                                options=opts)  # fmt: skip

@@ -53,13 +53,15 @@ __all__ = ["MixtureFit", "MixtureOptions", "fit_folder_mixture", "fit_folder_mix
 class MixtureFit:
     """resp (N, K) class responsibilities (rows sum to 1 - background); background (N,) the
     background component's responsibility; composition (K, K) rho(c | folder) per folder row;
-    prior (K,) estimated true-class prior; means (K, D) class means (centred space)."""
+    prior (K,) estimated true-class prior; means (K, D) class means (centred space); modes
+    (K,) sub-means of each class (`heads.screen.modes`)."""
 
     resp: np.ndarray
     background: np.ndarray
     composition: np.ndarray
     prior: np.ndarray
     means: np.ndarray
+    modes: np.ndarray
 
 
 def _prepare(embed, labels, num_classes, seed_mask, background, text_embed, opts):
@@ -78,7 +80,7 @@ def _prepare(embed, labels, num_classes, seed_mask, background, text_embed, opts
 def _finish(resp, bg, state) -> MixtureFit:
     return MixtureFit(resp.astype(np.float32), bg.astype(np.float32),
                       state.composition().astype(np.float32), state.prior.astype(np.float32),
-                      state.means.astype(np.float32))  # fmt: skip
+                      state.means.astype(np.float32), state.used.sum(1))  # fmt: skip
 
 
 def fit_folder_mixture_reference(embed, labels, num_classes, *, seed_mask, background,
@@ -89,11 +91,12 @@ def fit_folder_mixture_reference(embed, labels, num_classes, *, seed_mask, backg
     x, state, log_b, log_nb = _prepare(embed, labels, num_classes, seed_mask, background,
                                        text_embed, opts)  # fmt: skip
     log_cons = None if consensus is None else np.log(np.asarray(consensus, np.float64) + 1e-6)
+    n, k = len(x), num_classes
     for it in range(opts.iters + 1):
         w, bias = state.linear()
-        like = (x @ w.T + bias) / opts.gaussian_temperature  # (N, K), up to a term of x alone
-        if log_cons is not None:
-            like += opts.consensus_weight * log_cons
+        comp = ((x @ w.T + bias) / opts.gaussian_temperature).reshape(n, k, -1) + state.mode_logw
+        gauss = _logsumexp(comp, 2)  # (N, K), up to a term of x alone
+        like = gauss if log_cons is None else gauss + opts.consensus_weight * log_cons
         logit = like + np.log(state.composition())[labels] + log_nb[:, None]
         bg_logit = log_b + _logsumexp(like + np.log(state.prior), 1)
         full = np.concatenate([logit, bg_logit[:, None]], 1)
@@ -102,7 +105,9 @@ def fit_folder_mixture_reference(embed, labels, num_classes, *, seed_mask, backg
         resp, r_bg = full[:, :-1], full[:, -1]
         if it == opts.iters:
             return _finish(resp, r_bg, state)
-        stats = MixtureStats(resp.sum(0), resp.T @ x, (x * (1 - r_bg)[:, None]).T @ x,
+        mode_resp = resp[:, :, None] * np.exp(comp - gauss[:, :, None])  # (N, K, M)
+        stats = MixtureStats(mode_resp.sum(0), (mode_resp.reshape(n, -1).T @ x).reshape(k, -1, x.shape[1]),
+                             (x * (1 - r_bg)[:, None]).T @ x,
                              _folder_sums(resp, labels, num_classes))  # fmt: skip
         state = m_step(state, stats, opts)
 
@@ -152,6 +157,7 @@ def _torch_params(state, dev) -> dict:
     w, bias = state.linear()
     f32 = dict(dtype=torch.float32, device=dev)
     return {"w": torch.as_tensor(w.T, **f32), "bias": torch.as_tensor(bias, **f32),
+            "log_w": torch.as_tensor(state.mode_logw, **f32),
             "log_rho": torch.as_tensor(np.log(state.composition()), **f32),
             "log_prior": torch.as_tensor(np.log(state.prior), **f32)}  # fmt: skip
 
@@ -159,18 +165,22 @@ def _torch_params(state, dev) -> dict:
 def _torch_pass(x, y, lb, lnb, cons, p, opts, num_classes, keep: bool):
     """One E-step over row blocks: MixtureStats, or (resp, background) when `keep`."""
     n, d = x.shape
+    k, m = p["log_w"].shape
     f64 = dict(dtype=torch.float64, device=x.device)
-    rsum, rx = torch.zeros(num_classes, **f64), torch.zeros(num_classes, d, **f64)
+    rsum, rx = torch.zeros(k * m, **f64), torch.zeros(k * m, d, **f64)
     xx, folders = torch.zeros(d, d, **f64), torch.zeros(num_classes, num_classes, **f64)
     resp_out = np.empty((n, num_classes), np.float32) if keep else None
     bg_out = np.empty(n, np.float32) if keep else None
     for lo in range(0, n, opts.block_rows):
         rows = slice(lo, min(lo + opts.block_rows, n))
         xb, yb = x[rows], y[rows]
-        like = (xb @ p["w"] + p["bias"]) / opts.gaussian_temperature
+        comp = ((xb @ p["w"] + p["bias"]) / opts.gaussian_temperature).view(-1, k, m)
+        comp = comp + p["log_w"]
+        gauss = torch.logsumexp(comp, 2)  # (B, K)
+        like = gauss
         if cons is not None:
             cb = torch.as_tensor(cons[rows], dtype=torch.float32, device=x.device)
-            like += opts.consensus_weight * torch.log(cb + 1e-6)
+            like = gauss + opts.consensus_weight * torch.log(cb + 1e-6)
         logit = like + p["log_rho"][yb] + lnb[rows, None]
         bg_logit = lb[rows] + torch.logsumexp(like + p["log_prior"], 1)
         full = torch.softmax(torch.cat([logit, bg_logit[:, None]], 1), 1)
@@ -178,10 +188,12 @@ def _torch_pass(x, y, lb, lnb, cons, p, opts, num_classes, keep: bool):
         if keep:
             resp_out[rows], bg_out[rows] = resp.cpu().numpy(), r_bg.cpu().numpy()
             continue
-        rsum += resp.sum(0).double()
-        rx += (resp.T @ xb).double()
+        mode_resp = (resp[:, :, None] * torch.exp(comp - gauss[:, :, None])).view(-1, k * m)
+        rsum += mode_resp.sum(0).double()
+        rx += (mode_resp.T @ xb).double()
         xx += ((xb * (1 - r_bg)[:, None]).T @ xb).double()
         folders.index_add_(0, yb, resp.double())
     if keep:
         return resp_out, bg_out
+    rsum, rx = rsum.view(k, m), rx.view(k, m, d)
     return MixtureStats(*(t.cpu().numpy() for t in (rsum, rx, xx, folders)))

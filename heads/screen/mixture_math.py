@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 
 from engine.ranges import NON_NEGATIVE, POSITIVE, UNIT, Interval, check_ranges
+from heads.screen.modes import class_modes
 
 LIKELIHOODS = ("gaussian", "both")
 
@@ -40,19 +41,34 @@ class MixtureOptions:
     # discriminative likelihood): T > 1 keeps the composition/prior machinery but stops a
     # density that is wrong for multi-modal or anisotropic classes from dominating.
     gaussian_temperature: float = 1.0
-    # Row block of the torch pass: (block, K) float32 logits, 98 MB at 16k x 1500.
+    # Sub-means per class, at most (heads/screen/modes.py): species hold sub-types (male /
+    # female, flower / leaf) that one mean sits between; 1 is the one-Gaussian-per-class EM.
+    modes: int = 4
+    # Penalty on each sub-mean when choosing a class's count (1 = BIC): 0.5 kept the plain
+    # simulator's unimodal classes at one mean and split the realistic one's (NOISY.md).
+    mode_penalty: float = 0.5
+    # Seed samples a class needs per sub-mean (fewer: fewer sub-means).
+    min_per_mode: int = 8
+    # Dirichlet pseudo-count on the sub-means' weights within a class.
+    mode_pseudo: float = 1.0
+    # k-means++ draws of the sub-means.
+    seed: int = 0
+    # Row block of the torch pass: (block, K x modes) float32 logits, 393 MB at 16k x 6000.
     block_rows: int = 16384
 
     RANGES: ClassVar[dict[str, Interval]] = {
         "catch_all": Interval(0.0, 1.0, low_open=True, high_open=True), "shrink": UNIT,
         "tail_strength": NON_NEGATIVE, "dirichlet": NON_NEGATIVE,
         "consensus_weight": NON_NEGATIVE, "gaussian_temperature": POSITIVE,
+        "mode_penalty": NON_NEGATIVE, "mode_pseudo": POSITIVE,
     }  # fmt: skip
 
     def __post_init__(self):
         check_ranges(self, self.RANGES, "folder_mixture.options")
         if self.iters < 1 or self.neighbours < 0 or self.block_rows < 1:
             raise ValueError(f"need iters >= 1, neighbours >= 0, block_rows >= 1: {self}")
+        if self.modes < 1 or self.min_per_mode < 1:
+            raise ValueError(f"need modes >= 1 and min_per_mode >= 1: {self}")
         if not self.gaussian_temperature > 0:
             raise ValueError(f"need gaussian_temperature > 0: {self}")
         if not (0 < self.catch_all < 1 and 0 <= self.shrink <= 1):
@@ -61,13 +77,22 @@ class MixtureOptions:
 
 @dataclass
 class MixtureStats:
-    """Sufficient statistics of one E-step: rsum (K,), rx (K, D) = R^T X, xx (D, D) =
-    X^T diag(1 - r_bg) X, folders (K, K) responsibilities summed per folder."""
+    """Sufficient statistics of one E-step, per sub-mean: mode_n (K, M) responsibilities,
+    mode_rx (K, M, D) = their R^T X; xx (D, D) = X^T diag(1 - r_bg) X; folders (K, K) class
+    responsibilities summed per folder."""
 
-    rsum: np.ndarray
-    rx: np.ndarray
+    mode_n: np.ndarray
+    mode_rx: np.ndarray
     xx: np.ndarray
     folders: np.ndarray
+
+    @property
+    def rsum(self) -> np.ndarray:
+        return self.mode_n.sum(1)
+
+    @property
+    def rx(self) -> np.ndarray:
+        return self.mode_rx.sum(1)
 
 
 @dataclass
@@ -79,16 +104,25 @@ class EMState:
     catch: np.ndarray  # (K,) catch-all weight a(y)
     support: np.ndarray  # (K, K) bool
     anchors: np.ndarray  # (K, D) tail-prior targets
+    mode_means: np.ndarray  # (K, M, D) sub-means (unused slots: the class mean)
+    mode_logw: np.ndarray  # (K, M) log weight of each sub-mean in its class, -inf if unused
 
     def composition(self) -> np.ndarray:
         """(K, K) rho(c | y) = (1 - a) rho_s + a prior."""
         return (1 - self.catch)[:, None] * self.rho_s + self.catch[:, None] * self.prior[None]
 
     def linear(self):
-        """Class log-likelihood as x @ w.T + bias (+ terms of x alone, the same for every
-        component, background included): w (K, D), bias (K,)."""
-        w = np.linalg.solve(self.cov, self.means.T).T
-        return w, -0.5 * (w * self.means).sum(1)
+        """Sub-mean log-likelihoods as x @ w.T + bias (+ terms of x alone, the same for every
+        component, background included): w (K * M, D), bias (K * M,); a class's
+        log-likelihood is logsumexp over its M of (that / temperature + mode_logw)."""
+        mu = self.mode_means.reshape(-1, self.mode_means.shape[-1])
+        w = np.linalg.solve(self.cov, mu.T).T
+        return w, -0.5 * (w * mu).sum(1)
+
+    @property
+    def used(self) -> np.ndarray:
+        """(K, M) bool: sub-mean slots in use."""
+        return np.isfinite(self.mode_logw)
 
 
 def _shrunk(cov: np.ndarray, shrink: float) -> np.ndarray:
@@ -129,13 +163,44 @@ def initial_state(x, labels, num_classes, seed_mask, anchors, opts: MixtureOptio
     resid = x[seed_mask] - means[labels[seed_mask]]
     cov = _shrunk(resid.T @ resid / max(len(resid), 1), opts.shrink)
     support = _support(means, cov, opts.neighbours)
+    mode_means, used = _initial_modes(x, labels, seed_mask, means, cov, opts)
+    if used.sum() > num_classes:  # the seeds' scatter around their own sub-means
+        cov = _mode_cov(x[seed_mask], labels[seed_mask], mode_means, used, opts.shrink)
     size = np.bincount(labels, minlength=num_classes).astype(np.float64)
     keep = np.clip(np.bincount(labels[seed_mask], minlength=num_classes) / size.clip(1), 0.5, 0.95)
     rho_s = support * ((1 - keep) / np.maximum(support.sum(1) - 1, 1))[:, None]
     rho_s[np.arange(num_classes), np.arange(num_classes)] = keep
     rho_s /= rho_s.sum(1, keepdims=True)
+    log_w = np.where(used, -np.log(used.sum(1, keepdims=True)), -np.inf)
     return EMState(means, cov, size / size.sum(), rho_s, np.full(num_classes, opts.catch_all),
-                   support, means.copy() if anchors is None else anchors)  # fmt: skip
+                   support, means.copy() if anchors is None else anchors,
+                   mode_means, log_w)  # fmt: skip
+
+
+def _initial_modes(x, labels, seed_mask, means, cov, opts):
+    """(K, M, D) sub-means and (K, M) slots in use: the class mean alone when modes = 1."""
+    k = len(means)
+    if opts.modes == 1:
+        return means[:, None].copy(), np.ones((k, 1), bool)
+    mode_means, used = class_modes(
+        x, labels, seed_mask, np.linalg.inv(cov), num_classes=k, max_modes=opts.modes,
+        min_per_mode=opts.min_per_mode, penalty=opts.mode_penalty, seed=opts.seed,
+    )  # fmt: skip
+    width = int(used.sum(1).max())  # slots no class uses cost compute and give nothing
+    mode_means, used = mode_means[:, :width], used[:, :width]
+    single = used.sum(1) == 1  # the class mean as computed by _seed_means, bit for bit
+    mode_means[single, 0] = means[single]
+    mode_means[~used] = np.broadcast_to(means[:, None], mode_means.shape)[~used]
+    return mode_means, used
+
+
+def _mode_cov(x, labels, mode_means, used, shrink) -> np.ndarray:
+    """Shared covariance of the rows around the nearest in-use sub-mean of their class."""
+    mu = mode_means[labels]  # (n, M, D)
+    dist = ((x[:, None] - mu) ** 2).sum(-1)
+    dist[~used[labels]] = np.inf
+    resid = x - mu[np.arange(len(x)), dist.argmin(1)]
+    return _shrunk(resid.T @ resid / max(len(resid), 1), shrink)
 
 
 def _support(means, cov, neighbours: int) -> np.ndarray:
@@ -153,12 +218,16 @@ def _support(means, cov, neighbours: int) -> np.ndarray:
 
 
 def m_step(state: EMState, stats: MixtureStats, opts: MixtureOptions) -> EMState:
-    """New means (tail prior), shared covariance, prior, rho_s and catch-all weights."""
+    """New means (tail prior), sub-means, shared covariance, prior, rho_s and catch-all
+    weights."""
     n = stats.rsum
     tau = opts.tail_strength
     means = (stats.rx + tau * state.anchors) / (n + tau)[:, None]
-    # sum_i sum_c r_ic (x_i - mu_c)(x_i - mu_c)^T from the statistics, without the rows.
-    scatter = stats.xx - stats.rx.T @ means - means.T @ stats.rx + (means.T * n) @ means
+    mode_means, mode_logw = _mode_step(state, stats, means, tau, opts.mode_pseudo)
+    # sum_i sum_m r_im (x_i - mu_m)(x_i - mu_m)^T from the statistics, without the rows.
+    d = means.shape[1]
+    mu, rx, nm = mode_means.reshape(-1, d), stats.mode_rx.reshape(-1, d), stats.mode_n.ravel()
+    scatter = stats.xx - rx.T @ mu - mu.T @ rx + (mu.T * nm) @ mu
     cov = _shrunk(scatter / max(n.sum(), 1e-12), opts.shrink)
     prior = (n + 1e-3) / (n + 1e-3).sum()
     # Split each folder's responsibilities between the support part and the catch-all in
@@ -171,4 +240,20 @@ def m_step(state: EMState, stats: MixtureStats, opts: MixtureOptions) -> EMState
     rho_s = support_counts + opts.dirichlet * state.support
     rho_s /= rho_s.sum(1, keepdims=True)
     return replace(state, means=means, cov=cov, prior=prior, rho_s=rho_s,
-                   catch=np.clip(catch, 1e-3, 0.999))  # fmt: skip
+                   catch=np.clip(catch, 1e-3, 0.999), mode_means=mode_means,
+                   mode_logw=mode_logw)  # fmt: skip
+
+
+def _mode_step(state: EMState, stats: MixtureStats, means, tau: float, pseudo: float):
+    """Sub-means pulled toward their class's new mean with the weight of `tau` samples (a
+    class with one sub-mean: that mean itself), and their weights within the class."""
+    used = state.used
+    weight = np.maximum(stats.mode_n + tau, 1e-12)[..., None]  # 0 only in unused slots
+    mode_means = (stats.mode_rx + tau * means[:, None]) / weight
+    single = used.sum(1) == 1
+    mode_means[single] = means[single, None]
+    mode_means[~used] = np.broadcast_to(means[:, None], mode_means.shape)[~used]
+    count = np.where(used, stats.mode_n + pseudo, 0.0)
+    with np.errstate(divide="ignore"):
+        mode_logw = np.log(count / count.sum(1, keepdims=True))
+    return mode_means, mode_logw
