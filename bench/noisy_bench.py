@@ -23,8 +23,9 @@ perfect screening (every noisy sample dropped, the rest kept: what an ideal dete
 drops reaches) and the oracle (the true labels, out-of-set samples removed: noisy samples
 go back to their true class, which no screening of these folders can fully do).
 
-Issue 18's rows: `engine + screening` is screening without the `folder-mixture` stage (the
-engine before it), `engine + folder mixture` the same screening result relabeled by it (one
+Issue 18's rows: `engine + screening` is screening without the folder-mixture stage (the
+engine before it, `ScreenConfig(mixture=None)`), `engine + folder mixture` the same
+screening result relabeled by it, i.e. the engine as it runs by default (one
 screening serves both, since the stage acts once after the last round); its "named" column is
 the share of flipped samples whose proposed class is their true class. Every setting runs on
 the plain simulator and on its realistic variant (`bench.synthetic.Realism`) unless
@@ -48,7 +49,7 @@ from features.store import FeatureStore
 from heads.config import TrainConfig
 from heads.screen import ScreenConfig, ScreenInputs, extras, run_screening
 from heads.screen.evidence import frozen_evidence
-from heads.screen.extras.folder_mix import FolderMixtureConfig, relabel
+from heads.screen.relabel import FolderMixtureConfig, relabel
 from heads.screen.partition import RELABELED
 from heads.screen.probe import ProbeConfig, cross_fit_logits, one_hot, probe_train_fn, train_probe
 from heads.screen.signals import softmax
@@ -82,7 +83,6 @@ QUICK = [(100, 20, 0.3, 60), (100, 100, 0.4, 60)]
 REDUCED = [(200, 20, 0.3, 200), (500, 20, 0.4, 160), (500, 100, 0.3, 125), (1500, 50, 0.4, 40)]
 GRIDS = {"mission": MISSION, "small": SMALL, "quick": QUICK, "reduced": REDUCED}
 VARIANTS = {"plain": None, "realistic": Realism()}
-MIXTURE = "folder-mixture"
 
 PLAIN_CE = ProbeConfig(logit_adjust=0.0)
 
@@ -172,10 +172,11 @@ def _engine(data, trainer: _Trainer, cfg: ScreenConfig) -> dict:
     screening without the folder-mixture stage, then the same result relabeled by it."""
     start = time.perf_counter()
     inputs = ScreenInputs(data.embed, data.labels, data.num_classes, data.text_embed)
-    before_cfg = replace(cfg, extras=tuple(e for e in cfg.extras if e != MIXTURE))
-    res = run_screening(inputs, before_cfg, trainer.train_fn)
+    res = run_screening(inputs, replace(cfg, mixture=None), trainer.train_fn)
     seconds = time.perf_counter() - start
-    mixed = relabel(res, inputs, FolderMixtureConfig(), last_round_signals(res, inputs, cfg))
+    mix = cfg.mixture or FolderMixtureConfig()  # the "after" row even where screening's is off
+    stage = replace(mix, options=replace(mix.options, seed=cfg.seed))
+    mixed = relabel(res, inputs, stage, last_round_signals(res, inputs, cfg))
     flipped = (data.noise_kind == 1) | (data.noise_kind == 2)
     moved = mixed.mixture_class != data.labels
     return {

@@ -60,11 +60,15 @@ SUSPECTS_CSV = "suspects.csv"
 SUSPECTS_PAGE = "suspects.html"
 ROUND_PREFIX = "round_"
 ROUND_FILES = ("state.npy", "weight.npy", "proposed.npy", "target.npz", "class_counts.json")
+# The relabeling stage after the last round (heads/screen/relabel.py): the round files of its
+# result, and its proposed true class and that class's probability.
+MIXTURE_DIR = "mixture"
+MIXTURE_FILES = (*ROUND_FILES, "mixture_class.npy", "mixture_prob.npy")
 
 # Every top-level name a run folder may hold, and every name of its screening folder.
 RUN_FILES = (MARKER, CONFIG, METRICS_LINES, METRICS, MODEL, REPORT, FINISHED, FAILED,
              CHECKPOINT, EVAL, ROUNDS)  # fmt: skip
-SCREEN_FILES = (MARKER, SUMMARY, SCORES, SUSPECTS_CSV, SUSPECTS_PAGE)
+SCREEN_FILES = (MARKER, SUMMARY, SCORES, SUSPECTS_CSV, SUSPECTS_PAGE, MIXTURE_DIR)
 
 
 def round_dir(r: int) -> str:

@@ -67,3 +67,30 @@ def test_screen_extras_reach_the_screen_section(registered_extras):
     settings = merge_settings(ctx, options)
     assert settings["screen"] == {"extras": ["dfr", "srrs-mixup"]}
     assert settings["features"] == "work/features/train.zarr" and settings["train"] == {}
+
+
+@pytest.mark.parametrize(("flag", "file", "want"), [
+    (False, None, None), (False, {"mixture": {"gate": "knn"}}, None),
+    (True, {"mixture": None}, {}), (True, {"mixture": {"gate": "knn"}}, {"gate": "knn"}),
+])  # fmt: skip
+def test_folder_mixture_flag_reaches_the_screen_section(registered_extras, flag, file, want,
+                                                       tmp_path):  # fmt: skip
+    """--no-folder-mixture writes `mixture: null`; --folder-mixture brings back a config
+    file's settings, or the defaults where the file switched it off."""
+    import click
+
+    from engine.commands.train import command, merge_settings
+
+    ctx = click.Context(command)
+    options = {p.name: p.get_default(ctx) for p in command.params}
+    ctx.params = options
+    for p in command.params:
+        ctx.set_parameter_source(p.name, click.core.ParameterSource.DEFAULT)
+    options["screen_extra"], options["folder_mixture"] = (), flag
+    if file is not None:
+        import json
+
+        options["config"] = tmp_path / "config.json"
+        options["config"].write_text(json.dumps({"screen": file}))
+    settings = merge_settings(ctx, options)
+    assert settings["screen"]["mixture"] == want

@@ -16,7 +16,7 @@ from engine.errors import UserError
 from features.config import FeatureConfig
 from heads.config import TrainConfig
 from heads.screen.config import ScreenConfig
-from heads.screen.extras.folder_mix import FolderMixtureConfig
+from heads.screen.relabel import FolderMixtureConfig
 from heads.screen.mixture_math import MixtureOptions
 from heads.screen.probe import ProbeConfig
 from shards.config import ShardConfig

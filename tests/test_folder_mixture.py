@@ -1,7 +1,8 @@
 """The folder-as-mixture EM (issue 18): recovers a known folder composition, is seeded and
 deterministic, torch equals the NumPy reference, and the tail prior and the background
-weight act as documented; the `folder-mixture` extra feeds the final targets."""
+weight act as documented; the relabeling stage (on by default) feeds the final targets."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -9,14 +10,7 @@ import pytest
 
 from engine.errors import UserError
 from heads.screen import ScreenConfig, ScreenInputs, ScreenResult
-from heads.screen.evidence import Evidence
-from heads.screen.extras.base import RoundView
-from heads.screen.extras.folder_mix import (
-    FolderMixture,
-    FolderMixtureConfig,
-    background_weights,
-    relabel,
-)
+from heads.screen.relabel import FolderMixtureConfig, background_weights, relabel
 from heads.screen.folder_mixture import (
     MixtureOptions,
     fit_folder_mixture,
@@ -137,10 +131,10 @@ def _screened(per_folder=60):
     return ScreenInputs(embed, labels, k), result, true
 
 
-def test_extra_feeds_targets_and_names_a_class():
+def test_stage_feeds_targets_and_names_a_class():
     inputs, base, true = _screened()
-    assert ScreenConfig(extras=("folder-mixture",)).extras == ("folder-mixture",)
-    res = FolderMixture(FolderMixtureConfig(device="cpu", gate="off")).on_result(base, inputs)
+    assert ScreenConfig().mixture == FolderMixtureConfig()  # on by default
+    res = relabel(base, inputs, FolderMixtureConfig(device="cpu"))
     assert res.mixture_class.shape == true.shape and res.mixture_prob.dtype == np.float32
     assert (res.mixture_class == true).mean() > 0.95
     np.testing.assert_allclose(res.targets.sum(1), 1, atol=1e-5)
@@ -264,28 +258,18 @@ def _knn_votes(embed, labels, k=10):
     return np.stack([(labels[nearest] == c).mean(1) for c in range(2)], 1)
 
 
-def test_extra_gates_with_the_last_rounds_student_and_knn_and_needs_them():
+def test_gates_need_their_signals_and_cut_targets_stay_distributions():
     embed, labels, true, student = _two_mode_folders()
     inputs, base = _two_mode_result(embed, labels, true)
     cfg = FolderMixtureConfig(device="cpu", gate="student+knn", options=ONE_MEAN)
-    extra = FolderMixture(cfg)
     with pytest.raises(ValueError, match="knn"):
-        extra.on_result(base, inputs)  # no round seen: no signals to gate with
-    votes = _knn_votes(embed, labels)
-    n = np.zeros(len(labels))
-    view = RoundView(
-        inputs, ScreenConfig(), {"knn": Evidence(n, votes), "model": Evidence(n, student)}
-    )
-    extra.on_targets(base.targets, base.weights, None, view)
-    out = extra.on_result(base, inputs)
-    signals = {"model": student, "knn": votes}
-    np.testing.assert_array_equal(out.targets, relabel(base, inputs, cfg, signals).targets)
-    clean = base.state == CLEAN
-    assert (out.targets.argmax(1) == true)[clean].all()  # the near mode is kept
-    # the flips are named, but where a flip's neighbours are flips too the gate keeps screening's
-    assert (out.targets.argmax(1) == true)[~clean].mean() >= 0.9
+        relabel(base, inputs, cfg)  # no round seen: no signals to gate with
     with pytest.raises(ValueError, match="gate"):
         FolderMixtureConfig(gate="some")
+    out = relabel(base, inputs, FolderMixtureConfig(device="cpu", min_target=0.2))
+    np.testing.assert_allclose(out.targets.sum(1), 1, atol=1e-6)
+    kept = out.targets[out.targets > 0]
+    assert kept.min() >= 0.2 and out.mixture_prob.min() > 0.5
 
 
 def test_tempered_gaussian_times_student_keeps_the_multimodal_class():
@@ -308,21 +292,33 @@ def test_tempered_gaussian_times_student_keeps_the_multimodal_class():
         MixtureOptions(gaussian_temperature=0)
 
 
-def test_screening_with_the_extra_equals_the_bench_stage_on_recovered_signals():
-    """`ScreenConfig(extras=("folder-mixture",))` (the gate reads the last round's student
-    and kNN votes) gives what the bench computes from the result without the extra and the
-    signals recovered from its consensus (`bench.noisy_bench.last_round_signals`)."""
+@pytest.mark.parametrize("gate", ["off", "student+knn"])
+def test_screening_runs_the_stage_as_the_bench_does_on_recovered_signals(gate, tmp_path):
+    """`run_screening` (the stage on by default; a gate reads the last round's student and kNN
+    votes) gives what the bench computes from the result without the stage and the signals
+    recovered from its consensus (`bench.noisy_bench.last_round_signals`), and saves it."""
     from bench.noisy_bench import last_round_signals
     from bench.synthetic import Realism, make_noisy_features
+    from engine import runs as run_files
     from heads.screen import run_screening
+    from heads.screen.report import load_targets
 
     data = make_noisy_features(num_classes=8, imbalance=3, noise=0.3, max_per_class=30,
                                realism=Realism(), seed=0)  # fmt: skip
     inputs = ScreenInputs(data.embed, data.labels, data.num_classes, data.text_embed)
-    cfg = ScreenConfig(rounds=1, seed=0, device="cpu")
-    with_extra = run_screening(inputs, replace(cfg, extras=("folder-mixture",)))
-    before = run_screening(inputs, cfg)
+    cfg = ScreenConfig(rounds=1, seed=3, device="cpu", mixture=FolderMixtureConfig(gate=gate))
+    staged = run_screening(inputs, cfg, out_dir=tmp_path)
+    before = run_screening(inputs, replace(cfg, mixture=None))
     signals = last_round_signals(before, inputs, cfg)
-    bench = relabel(before, inputs, FolderMixtureConfig(), signals)
-    np.testing.assert_allclose(with_extra.targets, bench.targets, atol=1e-5)
-    np.testing.assert_array_equal(with_extra.mixture_class, bench.mixture_class)
+    stage = replace(cfg.mixture, options=replace(cfg.mixture.options, seed=3))
+    bench = relabel(before, inputs, stage, signals)
+    np.testing.assert_allclose(staged.targets, bench.targets, atol=1e-5)
+    np.testing.assert_array_equal(staged.mixture_class, bench.mixture_class)
+    np.testing.assert_array_equal(staged.state, before.state)  # the stage keeps the states
+    saved = tmp_path / run_files.MIXTURE_DIR
+    assert sorted(p.name for p in saved.iterdir()) == sorted(run_files.MIXTURE_FILES)
+    np.testing.assert_allclose(load_targets(saved / "target.npz"), staged.targets)
+    np.testing.assert_array_equal(np.load(saved / "mixture_class.npy"), staged.mixture_class)
+    summary = json.loads((tmp_path / run_files.SUMMARY).read_text())
+    moved = int((staged.mixture_class != data.labels).sum())
+    assert summary["mixture"]["moved"] == moved and "mixture" not in summary["rounds"][-1]

@@ -46,7 +46,9 @@ def test_every_class_keeps_samples_and_rounds_are_saved(data, screened):
     summary = json.loads((out / "summary.json").read_text())
     last = len(summary["rounds"]) - 1
     np.testing.assert_array_equal(np.load(out / f"round_{last}" / "state.npy"), result.state)
-    np.testing.assert_allclose(load_targets(out / f"round_{last}" / "target.npz"), result.targets)
+    # The final targets are the relabeling stage's (on by default), saved beside the rounds.
+    np.testing.assert_allclose(load_targets(out / "mixture" / "target.npz"), result.targets)
+    assert not np.allclose(load_targets(out / f"round_{last}" / "target.npz"), result.targets)
     entry = summary["rounds"][-1]
     assert sum(entry[g]["samples"] for g in ("head", "medium", "tail")) == len(data.labels)
     assert entry["all"]["clean"] == int((result.state == 0).sum())
@@ -152,6 +154,23 @@ def test_cli_show_lists_the_least_trusted_with_the_train_class_names(tmp_path, d
                                "--class-names", str(names), "--out", str(tmp_path / "o3")])  # fmt: skip
     assert bad.exit_code == 1 and "names.csv:2: expected 'folder, class name'" in bad.output
     assert not (tmp_path / "o3").exists()
+
+
+def test_cli_runs_the_folder_mixture_stage_unless_switched_off(tmp_path, data):
+    runner = CliRunner()
+    assert "--no-folder-mixture" in runner.invoke(main, ["screen", "--help"]).output
+    _make_store(tmp_path / "s.zarr", data)
+    said = {}
+    for flag, out in ((), "on"), (("--no-folder-mixture",), "off"):
+        res = runner.invoke(main, ["screen", "--features", str(tmp_path / "s.zarr"), "--rounds",
+                                   "1", "--out", str(tmp_path / out), *flag])  # fmt: skip
+        assert res.exit_code == 0, res.output
+        said[out] = res.output.splitlines()[0]
+    on = json.loads((tmp_path / "on" / "summary.json").read_text())
+    assert (tmp_path / "on" / "mixture" / "mixture_class.npy").is_file()
+    assert f"folder mixture: {on['mixture']['moved']} named another class" in said["on"]
+    assert not (tmp_path / "off" / "mixture").exists() and "folder mixture" not in said["off"]
+    assert "mixture" not in json.loads((tmp_path / "off" / "summary.json").read_text())
 
 
 def test_device_reaches_the_probe_and_is_checked():

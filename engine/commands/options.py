@@ -78,6 +78,18 @@ def screen_extra_option(func):
     )(func)
 
 
+def folder_mixture_option(func):
+    """`--folder-mixture/--no-folder-mixture`: the relabeling stage after screening's rounds."""
+    return click.option(
+        "--folder-mixture/--no-folder-mixture",
+        "folder_mixture",
+        default=None,
+        help="After screening, name each sample's true class: every folder is fitted as a "
+        "mixture of true classes and the final model learns those (bench/NOISY.md). "
+        "[default: on]",
+    )(func)
+
+
 def check_screen_extras(ctx, param, values):
     """Refuse a name no screening extra is registered under."""
     if not values:

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from engine import paths
-from engine.commands.options import screen_extra_option
+from engine.commands.options import folder_mixture_option, screen_extra_option
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ def format_suspicious(result, paths, labels, names, count: int) -> str:
               "if their fingerprint is not the store's); the page's thumbnails come from them. "
               "[default: the folder the store recorded]")  # fmt: skip
 @screen_extra_option
+@folder_mixture_option
 def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects, seed, device,
-            shards, screen_extra):  # fmt: skip
+            shards, screen_extra, folder_mixture):  # fmt: skip
     """Find, relabel and down-weight noisy samples; save every round; show the worst."""
     from engine.config import from_dict
     from features.store import open_store
@@ -88,15 +89,21 @@ def command(store_path, rounds, out_dir, show, class_names, text_embed, suspects
     apply_numerics()  # TF32 kNN and probe, deterministic kernels: before the first CUDA kernel
 
     extras = {"extras": tuple(screen_extra)} if screen_extra else {}
+    if folder_mixture is False:
+        extras["mixture"] = None
     cfg = from_dict(ScreenConfig, {"rounds": rounds, "seed": seed, "device": device, **extras})
     names = _class_names(class_names, open_store(store_path).classes)
     result, store, inputs, page = screen_store(store_path, cfg, out_dir, text_embed=text_embed,
                                                shards=shards, names=names, suspects=suspects)  # fmt: skip
     last = result.rounds[-1]["all"]
+    named = ""
+    if result.mixture_class is not None:
+        moved = int((result.mixture_class != inputs.labels).sum())
+        named = f"; folder mixture: {moved} named another class than their folder"
     click.echo(
         f"screened {len(inputs.labels)} samples in {len(result.rounds) - 1} rounds: "
         + ", ".join(f"{state.replace('_', '-')} {last[state]}" for state in STATES)
-        + f"; saved to {out_dir}"
+        + f"{named}; saved to {out_dir}"
     )
     if show:
         click.echo(format_suspicious(result, store.paths, inputs.labels, names, show))

@@ -22,6 +22,7 @@ from engine import runs as run_files
 from engine.commands.options import (
     NamesOption,
     deterministic_option,
+    folder_mixture_option,
     head_names,
     loss_names,
     screen_extra_option,
@@ -70,6 +71,10 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
             **(settings.get("screen") or {}),
             "extras": list(options["screen_extra"]),
         }
+    if options["folder_mixture"] is not None:
+        screen = dict(settings.get("screen") or {})
+        screen["mixture"] = (screen.get("mixture") or {}) if options["folder_mixture"] else None
+        settings["screen"] = screen
     return settings
 
 
@@ -101,6 +106,7 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
 @click.option("--head", default=None, cls=NamesOption, names=head_names,
               help="Classifier head. [default: cosine]")  # fmt: skip
 @screen_extra_option
+@folder_mixture_option
 @deterministic_option
 @click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A run's config.json: re-run it (explicit options override).")  # fmt: skip

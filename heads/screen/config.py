@@ -20,6 +20,7 @@ from engine import config
 from engine.ranges import NON_NEGATIVE, POSITIVE, UNIT, Interval, check_ranges
 from heads.screen.extras import check_extras
 from heads.screen.probe import ProbeConfig
+from heads.screen.relabel import FolderMixtureConfig
 
 
 @dataclass
@@ -75,6 +76,11 @@ class ScreenConfig:
     # partition runs on the CPU.
     device: str = "auto"
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # The relabeling stage after the last round (heads/screen/relabel.py, issue 18): every
+    # folder a mixture of true classes, the final targets its EM's responsibilities. Measured
+    # on the reduced grid (16 cells: 4 settings x 2 flip priors x plain / realistic
+    # simulator): it gains in every cell (bench/NOISY.md, "Folder mixture"): on. None: off.
+    mixture: FolderMixtureConfig | None = field(default_factory=FolderMixtureConfig)
     # Seed papers' methods that are off by default, by name (`heads.screen.extras.available()`):
     # each was measured neutral or harmful on the bench (bench/NOISY.md) but stays usable.
     extras: tuple[str, ...] = ()
@@ -91,6 +97,9 @@ class ScreenConfig:
     def __post_init__(self):
         if isinstance(self.probe, dict):
             self.probe = config.from_dict(ProbeConfig, self.probe, where="screen.probe")
+        if isinstance(self.mixture, dict):
+            self.mixture = config.from_dict(FolderMixtureConfig, self.mixture,
+                                            where="screen.mixture")  # fmt: skip
         check_ranges(self, self.RANGES, "screen")
         self.extras = tuple(self.extras)
         check_extras(self.extras)

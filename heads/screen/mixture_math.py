@@ -51,7 +51,7 @@ class MixtureOptions:
     min_per_mode: int = 8
     # Dirichlet pseudo-count on the sub-means' weights within a class.
     mode_pseudo: float = 1.0
-    # k-means++ draws of the sub-means.
+    # k-means++ draws of the sub-means (screening sets it to `ScreenConfig.seed`).
     seed: int = 0
     # Row block of the torch pass: (block, K x modes) float32 logits, 393 MB at 16k x 6000.
     block_rows: int = 16384

@@ -5,7 +5,10 @@ float32, `proposed.npy` (N,) int64 (-1 = dropped), `target.npz` (sparse soft tar
 `cols`, `vals` of the non-zero entries, shape (N, K)), `class_counts.json`; and
 `out_dir/summary.json` with one entry per round: the samples per state (keyed by the state
 names of `heads.screen.partition.STATES`, the one vocabulary of the five states; they add up to
-`samples`), overall and per class group.
+`samples`), overall and per class group; and, with the relabeling stage, `mixture` (samples it
+names another class than their folder, seconds). The stage's result is in `out_dir/mixture/`:
+the round files (its targets and weights) and `mixture_class.npy` (N,) int64,
+`mixture_prob.npy` (N,) float32.
 """
 
 from __future__ import annotations
@@ -37,7 +40,21 @@ def summarise(state: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
 
 def save_round(out_dir: Path, r: int, *, state, weights, targets, proposed, labels) -> None:
     """Write one round's per-sample arrays and per-class state counts."""
-    folder = Path(out_dir) / run_files.round_dir(r)
+    _save_arrays(Path(out_dir) / run_files.round_dir(r), state=state, weights=weights,
+                 targets=targets, proposed=proposed, labels=labels)  # fmt: skip
+
+
+def save_mixture(out_dir: Path, result, labels) -> None:
+    """The relabeling stage's result: the round files and its proposed class and probability."""
+    folder = Path(out_dir) / run_files.MIXTURE_DIR
+    _save_arrays(folder, state=result.state, weights=result.weights, targets=result.targets,
+                 proposed=result.proposed, labels=labels)  # fmt: skip
+    for name, array in zip(run_files.MIXTURE_FILES[-2:], (result.mixture_class, result.mixture_prob),
+                           strict=True):  # fmt: skip
+        write_atomic(folder / name, lambda f, array=array: np.save(f, array))
+
+
+def _save_arrays(folder: Path, *, state, weights, targets, proposed, labels) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state_file, weight_file, proposed_file, target_file, counts_file = run_files.ROUND_FILES
     for name, array in ((state_file, state), (weight_file, weights), (proposed_file, proposed)):
@@ -62,5 +79,6 @@ def load_targets(path: Path) -> np.ndarray:
     return out
 
 
-def write_summary(out_dir: Path, rounds: list[dict]) -> None:
-    write_json(Path(out_dir) / run_files.SUMMARY, {"rounds": rounds})
+def write_summary(out_dir: Path, rounds: list[dict], mixture: dict | None = None) -> None:
+    extra = {} if mixture is None else {"mixture": mixture}
+    write_json(Path(out_dir) / run_files.SUMMARY, {"rounds": rounds, **extra})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,8 @@ from heads.screen.extras import Extra, RoundView
 from heads.screen.mixture import clean_posterior
 from heads.screen.partition import build_targets, combine_scores, partition
 from heads.screen.probe import cross_fit_logits, one_hot, probe_train_fn
-from heads.screen.report import save_round, summarise, write_summary
+from heads.screen.relabel import relabel
+from heads.screen.report import save_mixture, save_round, summarise, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class ScreenInputs:
 @dataclass
 class ScreenResult:
     """Final partition: state (N,) int8, targets (N, K), weights (N,), plus per-round summary;
-    with the `folder-mixture` extra, its proposed class (N,) and that class's probability."""
+    with the relabeling stage (`ScreenConfig.mixture`), its proposed class (N,) and
+    that class's probability."""
 
     state: np.ndarray
     targets: np.ndarray
@@ -153,10 +155,35 @@ def run_screening(
         fault_point("screen-round")
         if r > 0 and changed < cfg.stop_change:
             break
+    if cfg.mixture is not None:
+        result = _relabel_stage(inputs, cfg, result, fixed, logits, history, out_dir)
     for extra in extras:
         result = extra.on_result(result, inputs)
     result.rounds = history
     return result
+
+
+def _relabel_stage(inputs, cfg, result, fixed, logits, history, out_dir):
+    """The folder-mixture stage on the last round's result; the last round's distributions
+    are rebuilt only where its gate or likelihood reads them. Saved under `out_dir` as
+    `mixture/` (the round files and the proposed class and its probability)."""
+    mix = replace(cfg.mixture, options=replace(cfg.mixture.options, seed=cfg.seed))
+    if mix.device == "auto":
+        mix = replace(mix, device=cfg.device)
+    signals = None
+    if mix.gate != "off" or mix.use_student:
+        evidence = {**fixed, **student_evidence(inputs, cfg, logits)}
+        signals = {name: e.probs for name, e in evidence.items() if e.probs is not None}
+    t0 = time.perf_counter()
+    out = relabel(result, inputs, mix, signals)
+    moved = int((out.mixture_class != inputs.labels).sum())
+    entry = {"moved": moved, "seconds": round(time.perf_counter() - t0, 3)}
+    log.info("folder mixture: %d samples named another class than their folder (%.1fs)",
+             moved, entry["seconds"])  # fmt: skip
+    if out_dir is not None:
+        save_mixture(Path(out_dir), out, inputs.labels)
+        write_summary(Path(out_dir), history, entry)
+    return out
 
 
 def _record(r: int, result: ScreenResult, inputs: ScreenInputs, changed: float,

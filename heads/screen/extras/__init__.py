@@ -12,14 +12,15 @@ the core; each is a small module with its own config dataclass:
   partial-label loss.
 - `dfr` (`dfr.py`): DFR-style last-layer recalibration: the final model trains on a
   class-balanced subset of the most trusted clean samples only.
-- `folder-mixture` (`folder_mix.py`, issue 18): each folder a mixture of true classes, fitted
-  by EM; the final targets are its responsibilities. Measured +5 to +13 points on the plain
-  simulator, -3 to -6 on its realistic variant (bench/NOISY.md, "Folder mixture"): off.
+
+The folder-mixture relabeling stage (issue 18) began as an extra here; measured to gain in
+every cell of the bench once classes got sub-means, it is now part of the core
+(`heads/screen/relabel.py`, `ScreenConfig.mixture`).
 """
 
 from __future__ import annotations
 
-from heads.screen.extras import candidates, dfr, folder_mix, mixup, verify  # noqa: F401
+from heads.screen.extras import candidates, dfr, mixup, verify  # noqa: F401
 from heads.screen.extras.base import EXTRAS, Extra, RoundView, register_extra
 from heads.screen.probe import ProbeHooks
 

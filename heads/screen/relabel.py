@@ -1,19 +1,20 @@
-"""`folder-mixture`: after the last round, every folder is treated as a mixture of true
-classes (`heads.screen.folder_mixture`) and the final targets become its responsibilities.
+"""The relabeling stage: after the last round, every folder is treated as a mixture of true
+classes (`heads.screen.folder_mixture`) and the final targets become its responsibilities
+(issue 18). On by default (`ScreenConfig.mixture`; None, or `engine train --no-folder-mixture`,
+switches it off).
 
-    ScreenConfig(extras=("folder-mixture",))
+    relabel(result, inputs, FolderMixtureConfig(), signals)
     result.mixture_class, result.mixture_prob    # (N,) proposed true class and its probability
 
 Screening keeps its states and its confident clean set: the clean samples seed the EM (class
-means, shared covariance, each folder's initial composition), and the out-of-set state is
-the background weight. The final targets are the EM's class responsibilities (renormalised)
-and the weights 1 - the background responsibility; `rows="flagged"` replaces only the
-samples screening did not keep as clean; `gate="knn"` (the default) replaces a sample only
-where the EM's class is also the argmax of its neighbours' label votes ("student": of the
-last round's cross-fitted student; "student+knn": both), so a Gaussian that is wrong for
-multi-modal or anisotropic classes cannot move a sample the local evidence disagrees with;
-`use_student` multiplies the (tempered, `options.gaussian_temperature`) Gaussian likelihood by
-the student's probabilities. Bench: bench/NOISY.md ("Folder mixture").
+sub-means, shared covariance, each folder's initial composition), and the out-of-set state is
+the background weight. The final targets are the EM's class responsibilities (renormalised,
+tails under `min_target` cut) and the weights 1 - the background responsibility.
+`rows="flagged"` replaces only the samples screening did not keep as clean; `gate` replaces a
+row only where the EM's class is also the argmax of the neighbours' label votes ("knn"), of
+the last round's cross-fitted student ("student") or both; `use_student` multiplies the
+(tempered, `options.gaussian_temperature`) Gaussian likelihood by the student's
+probabilities. Bench: bench/NOISY.md ("Folder mixture").
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from typing import ClassVar
 import numpy as np
 
 from engine.ranges import UNIT, Interval, check_ranges
-from heads.screen.extras.base import Extra, register_extra
 from heads.screen.folder_mixture import MixtureOptions, fit_folder_mixture
 from heads.screen.partition import CLEAN, OUT_OF_SET
 
@@ -51,15 +51,19 @@ class FolderMixtureConfig:
     # Multiply the Gaussian likelihood by the cross-fitted student's probabilities.
     use_student: bool = False
     # Replace a row's target only where these signals' argmax is the EM's class (GATES).
-    # "knn": ungated the stage lost 3.1-6.2 points on the realistic simulator (precision 97% ->
-    # 71%: one Gaussian per class moves clean samples of multi-modal classes); gated by the
-    # neighbours' votes it gains in all 8 measured cells (+0.05..+3.75); adding the student to
-    # the gate ("student+knn") gains less in 7 of 8 (bench/NOISY.md).
-    gate: str = "knn"
+    # "off": with one mean per class the gate was needed (ungated it lost 3.1-6.2 points on the
+    # realistic simulator, whose classes hold sub-types); with sub-means the ungated stage
+    # gains in every measured cell and the "knn" gate keeps only a third to a half of that
+    # gain on the plain simulator (bench/NOISY.md).
+    gate: str = "off"
+    # Responsibilities under this are cut (and the rest renormalised): the EM's tails are
+    # 1e-10-small, and cutting them keeps the (N, K) targets sparse on disk.
+    min_target: float = 1e-3
     device: str = "auto"
     options: MixtureOptions = field(default_factory=MixtureOptions)
 
-    RANGES: ClassVar[dict[str, Interval]] = {"background": UNIT, "background_floor": UNIT}
+    RANGES: ClassVar[dict[str, Interval]] = {"background": UNIT, "background_floor": UNIT,
+                                             "min_target": Interval(0.0, 0.5)}  # fmt: skip
 
     def __post_init__(self):
         check_ranges(self, self.RANGES, "folder_mixture")
@@ -111,6 +115,10 @@ def relabel(result, inputs, cfg: FolderMixtureConfig, signals: dict | None = Non
     soft = fit.resp  # normalised in place: one (N, K) array less (1.8 GB at 300k x 1500)
     soft /= np.maximum(soft.sum(1, keepdims=True), 1e-12)
     best = soft.argmax(1)
+    prob = np.take_along_axis(soft, best[:, None], 1)[:, 0]
+    soft[soft < cfg.min_target] = 0  # the argmax always stays (its share is >= 1/K)
+    soft[np.arange(len(best)), best] = np.maximum(prob, 1e-12)
+    soft /= soft.sum(1, keepdims=True)
     rows = gate_rows(result, best, signals, cfg)
     if rows is None:
         targets, weights = soft, 1 - fit.background
@@ -119,22 +127,5 @@ def relabel(result, inputs, cfg: FolderMixtureConfig, signals: dict | None = Non
         weights = np.array(result.weights, np.float32, copy=True)
         targets[rows] = soft[rows]
         weights[rows] = 1 - fit.background[rows]
-    prob = np.take_along_axis(soft, best[:, None], 1)[:, 0]
     return replace(result, targets=targets, weights=weights, mixture_class=best,
                    mixture_prob=prob.astype(np.float32))  # fmt: skip
-
-
-@register_extra("folder-mixture")
-class FolderMixture(Extra):
-    """After the last round: targets and weights from the folder-as-mixture EM."""
-
-    Config = FolderMixtureConfig
-
-    def on_targets(self, targets, weights, part, view):
-        # The last round's distributions (references, no copies): the gate and likelihood.
-        self._signals = {name: e.probs for name, e in view.evidence.items()
-                         if e.probs is not None}  # fmt: skip
-        return targets, weights
-
-    def on_result(self, result, inputs):
-        return relabel(result, inputs, self.cfg, getattr(self, "_signals", None))
