@@ -49,9 +49,9 @@ from features.store import FeatureStore
 from heads.config import TrainConfig
 from heads.screen import ScreenConfig, ScreenInputs, extras, run_screening
 from heads.screen.evidence import frozen_evidence
-from heads.screen.relabel import FolderMixtureConfig, relabel
 from heads.screen.partition import RELABELED
 from heads.screen.probe import ProbeConfig, cross_fit_logits, one_hot, probe_train_fn, train_probe
+from heads.screen.relabel import FolderMixtureConfig, relabel
 from heads.screen.signals import softmax
 
 log = logging.getLogger(__name__)

@@ -39,10 +39,10 @@ import numpy as np
 from bench.noisy_bench import _detection, _Trainer, last_round_signals
 from bench.synthetic import Realism, make_noisy_features
 from heads.screen import ScreenConfig, ScreenInputs, run_screening
-from heads.screen.relabel import FolderMixtureConfig, relabel
 from heads.screen.folder_mixture import MixtureOptions
 from heads.screen.partition import RELABELED
 from heads.screen.probe import one_hot
+from heads.screen.relabel import FolderMixtureConfig, relabel
 
 
 def load_cell(key: str, cache: Path):

@@ -16,9 +16,9 @@ from engine.errors import UserError
 from features.config import FeatureConfig
 from heads.config import TrainConfig
 from heads.screen.config import ScreenConfig
-from heads.screen.relabel import FolderMixtureConfig
 from heads.screen.mixture_math import MixtureOptions
 from heads.screen.probe import ProbeConfig
+from heads.screen.relabel import FolderMixtureConfig
 from shards.config import ShardConfig
 
 CONFIGS = (TrainConfig, ScreenConfig, ProbeConfig, FeatureConfig, ShardConfig,

@@ -10,13 +10,13 @@ import pytest
 
 from engine.errors import UserError
 from heads.screen import ScreenConfig, ScreenInputs, ScreenResult
-from heads.screen.relabel import FolderMixtureConfig, background_weights, relabel
 from heads.screen.folder_mixture import (
     MixtureOptions,
     fit_folder_mixture,
     fit_folder_mixture_reference,
 )
 from heads.screen.partition import CLEAN, OUT_OF_SET
+from heads.screen.relabel import FolderMixtureConfig, background_weights, relabel
 
 # Folder 0 holds ~70% class 0 and ~30% class 1, its nearest class (the sibling flips go to);
 # folders 1-3 are pure. Classes 2 and 3 sit far from both.

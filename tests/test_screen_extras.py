@@ -138,8 +138,9 @@ def test_candidate_labels_extra_gives_ambiguous_samples_uniform_candidate_sets()
         np.testing.assert_allclose(support, 1 / len(support), rtol=1e-6)
     assert all(res.targets[i, inputs.labels[i]] > 0 for i in amb)
     # Only ambiguous rows' targets differ from the core's (same states in round 0).
-    r0 = run_screening(inputs, ScreenConfig(rounds=0, probe=FAST, extras=("candidate-labels",),
-                                            mixture=None))
+    r0 = run_screening(
+        inputs, ScreenConfig(rounds=0, probe=FAST, extras=("candidate-labels",), mixture=None)
+    )
     b0 = run_screening(inputs, ScreenConfig(rounds=0, probe=FAST, mixture=None))
     np.testing.assert_array_equal(r0.state, b0.state)
     other = r0.state != AMBIGUOUS
