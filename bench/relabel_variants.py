@@ -8,7 +8,7 @@
     python -m bench.relabel_variants --summary out.jsonl     # per-cell summary (reads the cache)
 
 A cell is VARIANT-PRIOR-K-IMB-NOISE%-MAX_PER_CLASS (the reduced grid of `bench.noisy_bench`,
-seed 0). Its screening (`ScreenConfig(seed=0)`, the engine trainer as student: the bench's
+seed 0). Its screening (`ScreenConfig(seed=0, mixture=None)`, the engine trainer as student: the bench's
 "engine + screening" row) runs once and is cached as CACHE/CELL.pkl (row: before, perfect,
 oracle; result: the ScreenResult). A variant is LIKELIHOOD:GATE:
   LIKELIHOOD  gauss (shared-covariance Gaussian), poeT (Gaussian^(1/T) x the cross-fitted
@@ -55,7 +55,8 @@ def load_cell(key: str, cache: Path):
     trainer = _Trainer(data)
     path = cache / f"{key}.pkl"
     if not path.exists():
-        result = run_screening(inputs, ScreenConfig(seed=0), trainer.train_fn)
+        # Screening without the stage: the "before" every variant relabels.
+        result = run_screening(inputs, ScreenConfig(seed=0, mixture=None), trainer.train_fn)
         inset = data.true_labels >= 0
         row = dict(key=key, N=len(data.labels), before=trainer.top1(result.targets, result.weights),
                    perfect=trainer.top1(weights=(~data.is_noisy).astype(np.float32)),

@@ -15,20 +15,28 @@ true-class prior (folders are long-tailed, so a uniform prior would push flips i
 tail). The background's density is the prior-predictive sum_c prior(c) p(x | c): a sample
 that looks like something but is not explained by its folder's composition goes there in
 proportion to b, so the out-of-set signal acts where the folder cannot account for a sample.
-Each class is a Gaussian with one shared covariance, so the class log-likelihood is
-linear in x: x @ (Sigma^-1 mu_c) - mu_c Sigma^-1 mu_c / 2 + a term of x alone.
+Each class is a mixture of up to M Gaussians (its sub-means mu_cm, weights pi_cm; how many per
+class: `heads.screen.modes`) with one shared covariance, so each sub-mean's log-likelihood is
+linear in x: x @ (Sigma^-1 mu_cm) - mu_cm Sigma^-1 mu_cm / 2 + a term of x alone, and a
+class's is their logsumexp with log pi_cm. With one mean per class (`modes=1`) the EM lost up
+to 6 points on classes with sub-types (bench/NOISY.md): one mean sits between them.
 
 EM. The E-step gives responsibilities r(i, c); the M-step re-estimates the class means from
 ALL responsibilities, so the images of a tail class hidden in other folders pull its mean
-toward them (what the oracle has and screening cannot give back), then the shared
-covariance, the prior, rho_s and a(y). Tail prior: every mean is pulled toward an anchor
-(the class's text embedding mapped into image space when given, else its seed prototype)
-with the weight of `tail_strength` samples, which matters only for classes with few samples.
+toward them (what the oracle has and screening cannot give back), each sub-mean from its
+own share of them, then the shared covariance, the prior, rho_s and a(y). Tail prior: every
+class mean is pulled toward an anchor (the class's text embedding mapped into image space
+when given, else its seed prototype) with the weight of `tail_strength` samples, which
+matters only for classes with few samples; each sub-mean is pulled toward its class mean
+with the same weight.
 
-Cost per iteration (N samples, D dims, K classes): 4 N D K FLOP for the two (N, D) x (D, K)
-products, 2 N D^2 for the covariance statistics, ~2 N K exponentials; at 300k x 512 x 1500
-that is 0.92 + 0.16 TFLOP, so 16 passes (15 iterations and the final E-step) ~17 TFLOP. `fit_folder_mixture` runs in row blocks with torch (GPU when
-given); `fit_folder_mixture_reference` is the dense NumPy float64 version tests compare to.
+Cost per iteration (N samples, D dims, K classes, M sub-mean slots per class): 4 N D K M FLOP
+for the two (N, D) x (D, K M) products, 2 N D^2 for the covariance statistics, ~2 N K M
+exponentials; at 300k x 512 x 1500 x 4 that is 3.7 + 0.16 TFLOP, so 16 passes (15 iterations
+and the final E-step) ~62 TFLOP (17 with one mean per class); the start adds one whitening
+(2 N D^2) and a small k-means per class. `fit_folder_mixture` runs in row blocks with torch
+(GPU when given); `fit_folder_mixture_reference` is the dense NumPy float64 version tests
+compare to.
 """
 
 from __future__ import annotations
