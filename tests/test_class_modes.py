@@ -6,7 +6,7 @@ import pytest
 
 from engine.errors import UserError
 from heads.screen.mixture_math import MixtureOptions
-from heads.screen.modes import choose_modes, class_modes, kmeans, whiten
+from heads.screen.modes import choose_modes, class_modes, kmeans, whitener
 
 
 def _blobs(centres, per=40, dim=64, scale=1.0, seed=0):
@@ -49,7 +49,7 @@ def test_whitening_turns_mahalanobis_into_euclidean():
     a = rng.standard_normal((5, 5))
     precision = a @ a.T + np.eye(5)
     x = rng.standard_normal((3, 5))
-    z = whiten(x, precision)
+    z = x @ whitener(precision)
     d = x[0] - x[1]
     np.testing.assert_allclose(((z[0] - z[1]) ** 2).sum(), d @ precision @ d)
 
@@ -64,9 +64,12 @@ def test_class_modes_needs_min_per_mode_seeds_per_sub_mean():
     x1, _ = _blobs([10 - apart, 10 + apart], per=6, scale=0.5, seed=1)
     x = np.concatenate([x0, x1])
     labels = np.repeat([0, 1], [120, 12])
-    means, used = class_modes(x, labels, np.ones(len(x), bool), np.eye(dim), num_classes=2,
+    means, used, which = class_modes(x, labels, np.ones(len(x), bool), np.eye(dim), num_classes=2,
                               max_modes=3, min_per_mode=8, penalty=1.0, seed=0)  # fmt: skip
     assert used.tolist() == [[True, True, False], [True, False, False]]
+    side = (x0[:, 0] > 0).astype(int)  # each of class 0's rows names the sub-mean of its side
+    assert (means[0, which[:120], 0] > 0).tolist() == side.astype(bool).tolist()
+    assert (which[120:] == 0).all()
     np.testing.assert_allclose(np.sort(means[0, :2, 0]), [-4, 4], atol=0.2)
     np.testing.assert_allclose(means[1, 0], x1.mean(0))
 

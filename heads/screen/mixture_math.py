@@ -163,9 +163,11 @@ def initial_state(x, labels, num_classes, seed_mask, anchors, opts: MixtureOptio
     resid = x[seed_mask] - means[labels[seed_mask]]
     cov = _shrunk(resid.T @ resid / max(len(resid), 1), opts.shrink)
     support = _support(means, cov, opts.neighbours)
-    mode_means, used = _initial_modes(x, labels, seed_mask, means, cov, opts)
+    mode_means, used, which = _initial_modes(x, labels, seed_mask, means, cov, opts)
     if used.sum() > num_classes:  # the seeds' scatter around their own sub-means
-        cov = _mode_cov(x[seed_mask], labels[seed_mask], mode_means, used, opts.shrink)
+        rows = np.flatnonzero(seed_mask)
+        resid = x[rows] - mode_means[labels[rows], which[rows]]
+        cov = _shrunk(resid.T @ resid / max(len(resid), 1), opts.shrink)
     size = np.bincount(labels, minlength=num_classes).astype(np.float64)
     keep = np.clip(np.bincount(labels[seed_mask], minlength=num_classes) / size.clip(1), 0.5, 0.95)
     rho_s = support * ((1 - keep) / np.maximum(support.sum(1) - 1, 1))[:, None]
@@ -178,11 +180,12 @@ def initial_state(x, labels, num_classes, seed_mask, anchors, opts: MixtureOptio
 
 
 def _initial_modes(x, labels, seed_mask, means, cov, opts):
-    """(K, M, D) sub-means and (K, M) slots in use: the class mean alone when modes = 1."""
+    """(K, M, D) sub-means, (K, M) slots in use and (N,) each seed row's sub-mean: the class
+    mean alone when modes = 1."""
     k = len(means)
     if opts.modes == 1:
-        return means[:, None].copy(), np.ones((k, 1), bool)
-    mode_means, used = class_modes(
+        return means[:, None].copy(), np.ones((k, 1), bool), np.zeros(len(x), np.int64)
+    mode_means, used, which = class_modes(
         x, labels, seed_mask, np.linalg.inv(cov), num_classes=k, max_modes=opts.modes,
         min_per_mode=opts.min_per_mode, penalty=opts.mode_penalty, seed=opts.seed,
     )  # fmt: skip
@@ -191,16 +194,7 @@ def _initial_modes(x, labels, seed_mask, means, cov, opts):
     single = used.sum(1) == 1  # the class mean as computed by _seed_means, bit for bit
     mode_means[single, 0] = means[single]
     mode_means[~used] = np.broadcast_to(means[:, None], mode_means.shape)[~used]
-    return mode_means, used
-
-
-def _mode_cov(x, labels, mode_means, used, shrink) -> np.ndarray:
-    """Shared covariance of the rows around the nearest in-use sub-mean of their class."""
-    mu = mode_means[labels]  # (n, M, D)
-    dist = ((x[:, None] - mu) ** 2).sum(-1)
-    dist[~used[labels]] = np.inf
-    resid = x - mu[np.arange(len(x)), dist.argmin(1)]
-    return _shrunk(resid.T @ resid / max(len(resid), 1), shrink)
+    return mode_means, used, which
 
 
 def _support(means, cov, neighbours: int) -> np.ndarray:

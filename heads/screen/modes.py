@@ -22,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def whiten(x: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """(N, D) rows mapped so that Euclidean distance is the Mahalanobis one of `precision`."""
-    return x @ np.linalg.cholesky(precision)
+def whitener(precision: np.ndarray) -> np.ndarray:
+    """(D, D) L with x @ L mapping rows so that Euclidean distance is the Mahalanobis one of
+    `precision` (its Cholesky factor: L L^T = precision)."""
+    return np.linalg.cholesky(precision)
 
 
 def kmeans(z: np.ndarray, m: int, rng: np.random.Generator, iters: int = 10) -> np.ndarray:
@@ -45,7 +46,9 @@ def kmeans(z: np.ndarray, m: int, rng: np.random.Generator, iters: int = 10) -> 
 
 
 def _sq_dist(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return ((z[:, None, :] - centres[None]) ** 2).sum(-1)
+    """(n, m) squared distances by one product (no (n, m, D) difference array)."""
+    d = (z * z).sum(1)[:, None] - 2 * z @ centres.T + (centres * centres).sum(1)[None]
+    return np.maximum(d, 0)
 
 
 def choose_modes(z: np.ndarray, max_modes: int, penalty: float, seed) -> np.ndarray:
@@ -64,12 +67,15 @@ def choose_modes(z: np.ndarray, max_modes: int, penalty: float, seed) -> np.ndar
 
 
 def class_modes(x, labels, seed_mask, precision, *, num_classes, max_modes, min_per_mode,
-                penalty, seed) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """(K, M, D) starting sub-means (in x's space) and (K, M) bool slots in use, M =
-    `max_modes`. Each class from its seed samples (all its samples where it has none)."""
+                penalty, seed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(K, M, D) starting sub-means (in x's space), (K, M) bool slots in use (M =
+    `max_modes`) and (N,) the sub-mean of each row they were found from (0 elsewhere). Each
+    class from its seed samples (all its samples where it has none)."""
     dim = x.shape[1]
     means = np.zeros((num_classes, max_modes, dim))
     used = np.zeros((num_classes, max_modes), bool)
+    lower = whitener(precision)
+    which = np.zeros(len(x), np.int64)
     for c in range(num_classes):
         rows = np.flatnonzero(seed_mask & (labels == c))
         if len(rows) == 0:
@@ -80,7 +86,8 @@ def class_modes(x, labels, seed_mask, precision, *, num_classes, max_modes, min_
         m = min(max_modes, max(1, len(rows) // min_per_mode))
         if m < 2:
             continue
-        assign = choose_modes(whiten(xc, precision), m, penalty, [seed, c])
+        assign = choose_modes(xc @ lower, m, penalty, [seed, c])
+        which[rows] = assign
         for j in range(assign.max() + 1):
             means[c, j], used[c, j] = xc[assign == j].mean(0), True
-    return means, used
+    return means, used, which
