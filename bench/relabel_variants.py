@@ -163,13 +163,15 @@ def main(argv=None):
     ap.add_argument("--cells", nargs="+", default=[])
     ap.add_argument("--table", nargs="+", type=Path, help="print the table of these outputs")
     ap.add_argument("--summary", nargs="+", type=Path, help="print the per-cell summary")
+    ap.add_argument("--columns", nargs="+", default=["gauss:none", "gauss:sk-all", "gauss:k-all"],
+                    help="variants the summary shows, the last one with its P/R and named share")  # fmt: skip
     ap.add_argument("--variants", nargs="+", default=["gauss:none"])
     ap.add_argument("--before", action="store_true", help="also print screening's own row")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.table))
     if args.summary:
-        print(summary(args.summary, args.cache))
+        print(summary(args.summary, args.cache, tuple(args.columns)))
     for key in args.cells:
         data, inputs, trainer, result, row = load_cell(key, args.cache)
         signals = last_round_signals(result, inputs, ScreenConfig(seed=0))
