@@ -94,3 +94,11 @@ def test_folder_mixture_flag_reaches_the_screen_section(registered_extras, flag,
         options["config"].write_text(json.dumps({"screen": file}))
     settings = merge_settings(ctx, options)
     assert settings["screen"]["mixture"] == want
+
+
+@pytest.mark.parametrize("command", ["train", "screen"])
+def test_the_old_folder_mixture_extra_says_where_it_went(command):
+    result = _invoke(command, "--screen-extra", "folder-mixture")
+    assert result.exit_code != 0
+    assert "folder-mixture is no extra any more" in result.output
+    assert "--no-folder-mixture" in result.output

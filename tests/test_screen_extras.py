@@ -110,6 +110,9 @@ def test_registry_lists_the_four_extras_and_refuses_unknown_or_repeated_names():
         ScreenConfig(extras=("dfrr",))
     with pytest.raises(UserError, match="named twice"):
         ScreenConfig(extras=("dfr", "dfr"))
+    # A config written before the stage moved into the core is told where it went.
+    with pytest.raises(UserError, match="'folder-mixture' is gone: .* on by default"):
+        ScreenConfig(extras=("folder-mixture",))
     with pytest.raises(ValueError, match="alpha"):
         extras.EXTRAS.get("srrs-mixup").Config(alpha=0.0)
 

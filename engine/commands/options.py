@@ -94,6 +94,12 @@ def check_screen_extras(ctx, param, values):
     """Refuse a name no screening extra is registered under."""
     if not values:
         return values
+    from heads.screen import extras
+
+    gone = getattr(extras, "MOVED_TO_CORE", {})
+    moved = [v for v in values if v in gone]
+    if moved:
+        raise click.BadParameter(f"{moved[0]} is no extra any more: {gone[moved[0]]}")
     valid = extra_names()
     unknown = [v for v in values if v not in valid]
     if unknown:

@@ -33,9 +33,18 @@ def available() -> list[str]:
     return EXTRAS.names()
 
 
+# Extras that became part of the core: a config or command line naming one is told where it went.
+MOVED_TO_CORE = {
+    "folder-mixture": "the folder-mixture stage is part of screening now and on by default "
+    "(--no-folder-mixture, or `mixture: null` in the screen section, switches it off)",
+}
+
+
 def check_extras(names: tuple[str, ...]) -> None:
     """Refuse an unknown or repeated name with one line naming the valid ones."""
     for name in names:
+        if name in MOVED_TO_CORE:
+            raise EXTRAS.error(f"screening extra {name!r} is gone: {MOVED_TO_CORE[name]}")
         EXTRAS.get(name)
     if len(set(names)) != len(names):
         raise EXTRAS.error(f"screening extras named twice: {list(names)}")
