@@ -6,6 +6,7 @@
         --variants gauss:none gauss:agree poe4:agree-all > out.jsonl
     python -m bench.relabel_variants --table out.jsonl      # the markdown table of NOISY.md
     python -m bench.relabel_variants --summary out.jsonl     # per-cell summary (reads the cache)
+    python -m bench.relabel_variants --compare out.jsonl     # each variant against gauss:none
 
 A cell is VARIANT-PRIOR-K-IMB-NOISE%-MAX_PER_CLASS (the reduced grid of `bench.noisy_bench`,
 seed 0). Its screening (`ScreenConfig(seed=0, mixture=None)`, the engine trainer as student: the bench's
@@ -157,6 +158,30 @@ def summary(paths, cache: Path, variants=("gauss:none", "gauss:sk-all", "gauss:k
     return "\n".join(out)
 
 
+def compare(paths, default: str) -> str:
+    """Every other variant against `default` on the cells both ran: the mean and the worst
+    change of top-1 (the other minus the default), the cells where the default is more than
+    0.3 below it, and the mean gap closed of each (how NOISY.md decides each piece)."""
+    by: dict = {}
+    for p in paths:
+        for line in Path(p).read_text().splitlines():
+            if line.startswith("{") and '"variant"' in line:
+                r = json.loads(line)
+                by.setdefault(r["variant"], {})[r["cell"]] = r
+    out = [f"| variant | cells | mean vs {default} | worst | {default} loses > 0.3 in | "
+           f"gap closed (variant / {default}) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for v in sorted(set(by) - {default}):
+        cells = [c for c in by[v] if c in by.get(default, {})]
+        if not cells:
+            continue
+        d = [100 * (by[v][c]["after"] - by[default][c]["after"]) for c in cells]
+        loses = sum(x > 0.3 for x in d)
+        closed = [np.mean([by[name][c]["closed"] for c in cells]) for name in (v, default)]
+        out.append(f"| {v} | {len(cells)} | {np.mean(d):+.2f} | {min(d):+.2f} | {loses} | "
+                   f"{100 * closed[0]:.0f}% / {100 * closed[1]:.0f}% |")  # fmt: skip
+    return "\n".join(out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=Path("work/bench-cache/relabel"))
@@ -166,12 +191,17 @@ def main(argv=None):
     ap.add_argument("--columns", nargs="+", default=["gauss:none", "gauss:sk-all", "gauss:k-all"],
                     help="variants the summary shows, the last one with its P/R and named share")  # fmt: skip
     ap.add_argument("--variants", nargs="+", default=["gauss:none"])
+    ap.add_argument("--compare", nargs="+", type=Path,
+                    help="print every variant of these outputs against --default")  # fmt: skip
+    ap.add_argument("--default", default="gauss:none", help="the variant --compare measures against")
     ap.add_argument("--before", action="store_true", help="also print screening's own row")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.table))
     if args.summary:
         print(summary(args.summary, args.cache, tuple(args.columns)))
+    if args.compare:
+        print(compare(args.compare, args.default))
     for key in args.cells:
         data, inputs, trainer, result, row = load_cell(key, args.cache)
         signals = last_round_signals(result, inputs, ScreenConfig(seed=0))
