@@ -193,7 +193,9 @@ def main(argv=None):
     ap.add_argument("--variants", nargs="+", default=["gauss:none"])
     ap.add_argument("--compare", nargs="+", type=Path,
                     help="print every variant of these outputs against --default")  # fmt: skip
-    ap.add_argument("--default", default="gauss:none", help="the variant --compare measures against")
+    ap.add_argument(
+        "--default", default="gauss:none", help="the variant --compare measures against"
+    )
     ap.add_argument("--before", action="store_true", help="also print screening's own row")
     args = ap.parse_args(argv)
     if args.table:
