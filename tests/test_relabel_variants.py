@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from bench.relabel_variants import stage_config, summary, table
+from bench.relabel_variants import compare, stage_config, summary, table
 
 
 def test_variant_names_map_to_the_stage_options():
@@ -16,6 +16,8 @@ def test_variant_names_map_to_the_stage_options():
     assert (sk.rows, sk.gate, sk.use_student) == ("flagged", "student+knn", True)
     assert sk.options.gaussian_temperature == 4.0
     assert stage_config("student", "none").options.gaussian_temperature > 1e5
+    one = stage_config("gauss+modes=1+mode_penalty=0.25", "none")
+    assert (one.options.modes, one.options.mode_penalty, one.gate) == (1, 0.25, "off")
     with pytest.raises(KeyError):
         stage_config("gauss", "some")
 
@@ -39,3 +41,14 @@ def test_table_and_summary_from_json_lines(tmp_path):
     text = summary([out], tmp_path, variants=("gauss:none", "gauss:k-all"))
     assert "gauss:k-all: mean +1.50 pts, worst +1.00" in text
     assert "gauss:none: mean +3.00 pts, worst -4.00" in text
+
+
+def test_compare_measures_every_variant_against_the_default(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("\n".join([_line("c1", "gauss:none", 0.7, 0.76), _line("c1", "gauss:k-all", 0.7, 0.72),
+                              _line("c2", "gauss:none", 0.6, 0.7), _line("c2", "gauss:k-all", 0.6, 0.702),
+                              _line("c3", "gauss:k-all", 0.6, 0.9)]))  # fmt: skip
+    rows = compare([out], "gauss:none").splitlines()
+    # c3 has no default row: left out; k-all is 4.0 and -0.2 points off the default, so the
+    # default loses more than 0.3 in no cell.
+    assert rows[2] == "| gauss:k-all | 2 | -1.90 | -4.00 | 0 | 22% / 32% |"
