@@ -111,10 +111,16 @@ def run_variant(spec, data, inputs, trainer, result, row, signals) -> dict:
                 named=float((final == data.true_labels)[flip].mean()))  # fmt: skip
 
 
+def variant_rows(paths) -> list[dict]:
+    """The variant lines of this script's outputs (screening's `--before` lines and anything
+    else left out)."""
+    return [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()
+            if line.startswith("{") and '"variant"' in line]  # fmt: skip
+
+
 def table(paths) -> str:
     """Markdown table (cell x variant) of the JSON lines in `paths` (this script's output)."""
-    rows = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines()
-            if line.startswith("{") and '"variant"' in line]  # fmt: skip
+    rows = variant_rows(paths)
     out = ["| cell | variant | before | after | delta (pts) | gap closed | P/R | named |",
            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in sorted(rows, key=lambda r: (r["cell"], r["variant"])):
@@ -129,11 +135,8 @@ def summary(paths, cache: Path, variants=("gauss:none", "gauss:sk-all", "gauss:k
     """Per cell: screening's row (cached), each variant's top-1 and the last one's P/R, named
     share and gap closed; then each variant's mean and worst change over the cells."""
     by: dict = {}
-    for p in paths:
-        for line in Path(p).read_text().splitlines():
-            if line.startswith("{") and '"variant"' in line:
-                r = json.loads(line)
-                by.setdefault(r["cell"], {})[r["variant"]] = r
+    for r in variant_rows(paths):
+        by.setdefault(r["cell"], {})[r["variant"]] = r
     cells = [c for c in by if all(v in by[c] for v in variants)]
     last = variants[-1]
     out = [f"| cell | before (P/R) | perfect | oracle | {' | '.join(variants)} | "
@@ -163,11 +166,8 @@ def compare(paths, default: str) -> str:
     change of top-1 (the other minus the default), the cells where the default is more than
     0.3 below it, and the mean gap closed of each (how NOISY.md decides each piece)."""
     by: dict = {}
-    for p in paths:
-        for line in Path(p).read_text().splitlines():
-            if line.startswith("{") and '"variant"' in line:
-                r = json.loads(line)
-                by.setdefault(r["variant"], {})[r["cell"]] = r
+    for r in variant_rows(paths):
+        by.setdefault(r["variant"], {})[r["cell"]] = r
     out = [f"| variant | cells | mean vs {default} | worst | {default} loses > 0.3 in | "
            f"gap closed (variant / {default}) |", "|---|---|---|---|---|---|"]  # fmt: skip
     for v in sorted(set(by) - {default}):
