@@ -6,11 +6,12 @@
 
 Parts, in order: `cuda` (stops the check when no GPU is visible), `trunk` (eager and compiled,
 batch 256 and 1024, one runner and one static-shape graph per batch size), `train` (tail k=2,
-head-only), `screen` (one round at 300k x 1500), `memory` (the token plan at 300k and one
+head-only), `screen` (one round at 300k x 1500, without the folder-mixture stage), `memory` (the token plan at 300k and one
 fine-tune epoch over 300k zero tokens), `pytest` (`pytest -m gpu`), `features` (the whole pass
 in steady state over >= 131k images decoded by torchvision's nvJPEG, with decode-only,
 trunk-only and store-write rates beside it and the webdataset + Pillow + open_clip baseline),
-`dali` (the same pass through DALI `mixed`, the only part that needs DALI's wheels).
+`dali` (the same pass through DALI `mixed`, the only part that needs DALI's wheels),
+`mixture` (the folder-mixture stage alone at 300k x 1500).
 
 Each line is a value next to its target. The JSON (`--out`; default `$OUT/gpu_check.json` when
 OUT is set, as on the lent GPU host, where only `$OUT` comes back) is rewritten and the table
@@ -50,6 +51,7 @@ PARTS = {
     "pytest": parts.part_pytest,
     "features": data_parts.part_features,
     "dali": data_parts.part_dali,
+    "mixture": parts.part_mixture,
 }
 TIME_LIMIT_S = 8 * 60  # the whole check on one H100/H200
 

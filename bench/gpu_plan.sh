@@ -7,7 +7,8 @@
 # There, one call each, back to back (the machine keeps /tmp between calls while it is warm):
 #   call 1, carry .whl/slim:         bash bench/gpu_plan.sh base       # every part but DALI's
 #   call k, carry .whl/dali/part-K:  bash bench/gpu_plan.sh dali K     # installs part K; the
-#                                    last part also runs the DALI features part
+#                                    last part also runs the DALI features part and
+#                                    the folder-mixture stage at 300k x 1500
 # Variables: PYTHON (python3), SITE (/tmp/site: where wheels go, nothing of the host's Python is
 # touched), OUT (results), CHECK_ARGS (extra gpu_check arguments, e.g. --dry-run in the replica).
 set -euo pipefail
@@ -86,7 +87,7 @@ dali() {  # K: keep part K beside the earlier ones, install what is whole, run a
   mapfile -t ready < <("$PYTHON" -m bench.gpu_pack join "$DALI_STORE")
   install_wheels "${ready[@]}"
   if [ "$k" = "$total" ]; then
-    check gpu_check_dali cuda,dali
+    check gpu_check_dali cuda,dali,mixture
   else
     echo "part $k of $total kept in $DALI_STORE; carry part $((k + 1)) next"
   fi

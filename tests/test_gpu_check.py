@@ -49,6 +49,7 @@ def test_dry_run_reports_every_part_on_the_cpu(tmp_path, monkeypatch):
     assert "trunk 10/12 fp32 eager, batch 2" in names and "tail k=2, batch 8" in names
     assert "head-only, batch 512" in names and "screening round, 200 x 10" in names
     assert by_name["folder-mixture stage, 200 x 10"]["target"] == 30.0
+    assert by_name["folder-mixture stage, 200 x 10"]["part"] == "mixture"
     assert by_name["head-only, batch 512"]["target"] is None  # launch-bound: exit 0 reachable
     assert by_name["head-only, batch 128"]["target"] == 2_000_000
     assert by_name["features pass / baseline"]["target"] == 4.0
