@@ -175,7 +175,7 @@ def _engine(data, trainer: _Trainer, cfg: ScreenConfig) -> dict:
     res = run_screening(inputs, replace(cfg, mixture=None), trainer.train_fn)
     seconds = time.perf_counter() - start
     mix = cfg.mixture or FolderMixtureConfig()  # the "after" row even where screening's is off
-    stage = replace(mix, options=replace(mix.options, seed=cfg.seed))
+    stage = mix.for_screening(cfg.seed, cfg.device)
     mixed = relabel(res, inputs, stage, last_round_signals(res, inputs, cfg))
     flipped = (data.noise_kind == 1) | (data.noise_kind == 2)
     moved = mixed.mixture_class != data.labels

@@ -65,6 +65,12 @@ class FolderMixtureConfig:
     RANGES: ClassVar[dict[str, Interval]] = {"background": UNIT, "background_floor": UNIT,
                                              "min_target": Interval(0.0, 0.5)}  # fmt: skip
 
+    def for_screening(self, seed: int, device: str) -> FolderMixtureConfig:
+        """This config as screening runs it: its k-means draws seeded by screening's seed, and
+        on screening's device where its own is "auto"."""
+        out = replace(self, options=replace(self.options, seed=seed))
+        return out if self.device != "auto" else replace(out, device=device)
+
     def __post_init__(self):
         check_ranges(self, self.RANGES, "folder_mixture")
         if self.rows not in ROWS:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +167,7 @@ def _relabel_stage(inputs, cfg, result, fixed, logits, history, out_dir):
     """The folder-mixture stage on the last round's result; the last round's distributions
     are rebuilt only where its gate or likelihood reads them. Saved under `out_dir` as
     `mixture/` (the round files and the proposed class and its probability)."""
-    mix = replace(cfg.mixture, options=replace(cfg.mixture.options, seed=cfg.seed))
-    if mix.device == "auto":
-        mix = replace(mix, device=cfg.device)
+    mix = cfg.mixture.for_screening(cfg.seed, cfg.device)
     signals = None
     if mix.gate != "off" or mix.use_student:
         evidence = {**fixed, **student_evidence(inputs, cfg, logits)}
