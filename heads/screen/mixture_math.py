@@ -191,10 +191,16 @@ def _initial_modes(x, labels, seed_mask, means, cov, opts):
     )  # fmt: skip
     width = int(used.sum(1).max())  # slots no class uses cost compute and give nothing
     mode_means, used = mode_means[:, :width], used[:, :width]
-    single = used.sum(1) == 1  # the class mean as computed by _seed_means, bit for bit
-    mode_means[single, 0] = means[single]
-    mode_means[~used] = np.broadcast_to(means[:, None], mode_means.shape)[~used]
+    _class_mean_slots(mode_means, used, means)  # as computed by _seed_means, bit for bit
     return mode_means, used, which
+
+
+def _class_mean_slots(mode_means, used, means) -> None:
+    """In place: a class with one sub-mean has its class mean there (so modes = 1 is the
+    one-mean EM exactly), and every unused slot carries the class mean."""
+    single = used.sum(1) == 1
+    mode_means[single] = means[single, None]
+    mode_means[~used] = np.broadcast_to(means[:, None], mode_means.shape)[~used]
 
 
 def _support(means, cov, neighbours: int) -> np.ndarray:
@@ -244,9 +250,7 @@ def _mode_step(state: EMState, stats: MixtureStats, means, tau: float, pseudo: f
     used = state.used
     weight = np.maximum(stats.mode_n + tau, 1e-12)[..., None]  # 0 only in unused slots
     mode_means = (stats.mode_rx + tau * means[:, None]) / weight
-    single = used.sum(1) == 1
-    mode_means[single] = means[single, None]
-    mode_means[~used] = np.broadcast_to(means[:, None], mode_means.shape)[~used]
+    _class_mean_slots(mode_means, used, means)
     count = np.where(used, stats.mode_n + pseudo, 0.0)
     with np.errstate(divide="ignore"):
         mode_logw = np.log(count / count.sum(1, keepdims=True))

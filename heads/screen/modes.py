@@ -76,10 +76,14 @@ def class_modes(x, labels, seed_mask, precision, *, num_classes, max_modes, min_
     used = np.zeros((num_classes, max_modes), bool)
     lower = whitener(precision)
     which = np.zeros(len(x), np.int64)
+    # Each class's rows in index order, found once (not a pass over N per class).
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(num_classes + 1))
     for c in range(num_classes):
-        rows = np.flatnonzero(seed_mask & (labels == c))
+        members = order[bounds[c] : bounds[c + 1]]
+        rows = members[seed_mask[members]]
         if len(rows) == 0:
-            rows = np.flatnonzero(labels == c)
+            rows = members
         xc = x[rows]
         means[c] = xc.mean(0) if len(rows) else 0.0
         used[c, 0] = True
