@@ -53,7 +53,8 @@ def test_unknown_screen_extra_names_the_valid_ones(registered_extras, command):
     assert "unknown extra(s) magic; valid: dfr, srrs-mixup" in result.output
 
 
-def test_screen_extras_reach_the_screen_section(registered_extras):
+def _merged(**given) -> dict:
+    """`engine train`'s merged settings with every option at its default but `given`."""
     import click
 
     from engine.commands.train import command, merge_settings
@@ -63,8 +64,13 @@ def test_screen_extras_reach_the_screen_section(registered_extras):
     ctx.params = options
     for p in command.params:
         ctx.set_parameter_source(p.name, click.core.ParameterSource.DEFAULT)
-    options["screen_extra"] = ("dfr", "srrs-mixup")
-    settings = merge_settings(ctx, options)
+    options["screen_extra"] = ()
+    options.update(given)
+    return merge_settings(ctx, options)
+
+
+def test_screen_extras_reach_the_screen_section(registered_extras):
+    settings = _merged(screen_extra=("dfr", "srrs-mixup"))
     assert settings["screen"] == {"extras": ["dfr", "srrs-mixup"]}
     assert settings["features"] == "work/features/train.zarr" and settings["train"] == {}
 
@@ -77,22 +83,13 @@ def test_folder_mixture_flag_reaches_the_screen_section(registered_extras, flag,
                                                        tmp_path):  # fmt: skip
     """--no-folder-mixture writes `mixture: null`; --folder-mixture brings back a config
     file's settings, or the defaults where the file switched it off."""
-    import click
+    import json
 
-    from engine.commands.train import command, merge_settings
-
-    ctx = click.Context(command)
-    options = {p.name: p.get_default(ctx) for p in command.params}
-    ctx.params = options
-    for p in command.params:
-        ctx.set_parameter_source(p.name, click.core.ParameterSource.DEFAULT)
-    options["screen_extra"], options["folder_mixture"] = (), flag
+    config = None
     if file is not None:
-        import json
-
-        options["config"] = tmp_path / "config.json"
-        options["config"].write_text(json.dumps({"screen": file}))
-    settings = merge_settings(ctx, options)
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({"screen": file}))
+    settings = _merged(folder_mixture=flag, config=config)
     assert settings["screen"]["mixture"] == want
 
 

@@ -66,14 +66,12 @@ def merge_settings(ctx: click.Context, options: dict) -> dict:
             settings[name] = (
                 str(options[name]) if isinstance(options[name], Path) else options[name]
             )
+    screen = dict(settings.get("screen") or {})
     if options["screen_extra"]:
-        settings["screen"] = {
-            **(settings.get("screen") or {}),
-            "extras": list(options["screen_extra"]),
-        }
-    if options["folder_mixture"] is not None:
-        screen = dict(settings.get("screen") or {})
+        screen["extras"] = list(options["screen_extra"])
+    if options["folder_mixture"] is not None:  # on: the file's settings, else the defaults
         screen["mixture"] = (screen.get("mixture") or {}) if options["folder_mixture"] else None
+    if screen != (settings.get("screen") or {}):
         settings["screen"] = screen
     return settings
 
