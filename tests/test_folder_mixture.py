@@ -65,6 +65,15 @@ def test_same_seed_same_fit_and_torch_matches_numpy_reference():
     np.testing.assert_allclose(a.prior, ref.prior, atol=1e-3)
 
 
+def test_responsibilities_already_have_the_estimated_marginals():
+    """The prior is re-estimated as the mean of the responsibilities, so at convergence their
+    column shares are the estimated prior: a balanced (Sinkhorn) assignment toward those
+    marginals would change nothing (bench/NOISY.md, "Pieces")."""
+    fit = _fit()
+    shares = fit.resp.sum(0) / fit.resp.sum()
+    assert np.abs(shares - fit.prior).sum() < 0.01
+
+
 def test_torch_blocks_equal_one_block():
     small = MixtureOptions(neighbours=1, tail_strength=1.0, block_rows=150)
     np.testing.assert_allclose(_fit(opts=small).resp, _fit().resp, atol=1e-5)
